@@ -1,0 +1,6 @@
+"""``python -m pacifica.ingest``: the same as ``pacifica-ingest``."""
+import sys
+
+from .server import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""The Pacifica Archive Interface as the archive: PUT /<id> to store, PATCH /<id> to move."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from email.utils import formatdate
+
+import requests
+
+from . import FileSource
+from ..config import Settings
+from ..errors import ArchiveError, ServiceUnavailable
+from ..http import make_session
+
+logger = logging.getLogger(__name__)
+
+
+class _Body:
+    """Lets requests stream a HashingReader with a known length (no chunked encoding)."""
+
+    def __init__(self, reader, size: int):
+        self.reader = reader
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, amount: int = -1) -> bytes:
+        return self.reader.read(max(amount, 256 * 1024) if amount and amount > 0 else -1)
+
+
+class HttpArchive:
+    """Files sent to an Archive Interface; it cannot delete, so removal reports False."""
+
+    def __init__(self, url: str, session: requests.Session, retries: int = 5, backoff: float = 0.5):
+        self.url = url.rstrip("/")
+        self.session = session
+        self.retries = retries
+        self.backoff = backoff
+
+    @classmethod
+    def from_settings(cls, settings: Settings, session_factory=None) -> "HttpArchive":
+        """One pooled session without transport retries: a streamed body is retried here, afresh."""
+        factory = session_factory or make_session
+        session = factory(replace(settings.http, retries=0),
+                          pool_size=settings.http.parallel_uploads + 2)
+        return cls(settings.services.archiveinterface, session, settings.http.retries,
+                   settings.http.backoff)
+
+    def describe(self) -> str:
+        """The Archive Interface URL."""
+        return f"Archive Interface {self.url}"
+
+    def _call(self, what: str, send):
+        """Run one request, retrying connection errors and 5xx with backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                reply = send()
+            except requests.RequestException as err:
+                error = f"could not be reached: {err}"
+            else:
+                if reply.status_code < 500:
+                    return reply
+                error = f"answered {reply.status_code}: {reply.text[:500]}"
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise ServiceUnavailable(f"{what} at {self.url} {error} (after {self.retries + 1} tries)")
+
+    def store(self, file_id: int, source: FileSource) -> None:
+        """PUT the bytes, then check the hash we saw and the size the archive saw."""
+        url = f"{self.url}/{file_id}"
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(source.size),
+            "Last-Modified": formatdate(source.mtime or time.time(), usegmt=True),
+        }
+        readers = []
+
+        def send():
+            readers.append(source.open())
+            return self.session.put(url, data=_Body(readers[-1], source.size), headers=headers)
+
+        reply = self._call(f"storing {source.label} as file id {file_id}", send)
+        if reply.status_code >= 400:
+            raise ArchiveError(f"the Archive Interface refused {source.label} (file id {file_id}): "
+                               f"{reply.status_code} {_message(reply)}")
+        source.verify(readers[-1])
+        try:
+            total = int(reply.json().get("total_bytes"))
+        except (ValueError, TypeError, AttributeError) as err:
+            raise ArchiveError(f"the Archive Interface gave no total_bytes for {source.label}: "
+                               f"{reply.text[:300]}") from err
+        if total != source.size:
+            raise ArchiveError(f"the Archive Interface stored {total} bytes of {source.label}, "
+                               f"not {source.size}")
+
+    def move(self, file_id: int, source_path: str) -> None:
+        """PATCH the file id with the path already on the archive."""
+        url = f"{self.url}/{file_id}"
+        reply = self._call(f"moving {source_path} to file id {file_id}",
+                           lambda: self.session.patch(url, json={"path": source_path}))
+        if reply.status_code >= 400:
+            raise ArchiveError(f"the Archive Interface refused to move {source_path} to file id "
+                               f"{file_id}: {reply.status_code} {_message(reply)}")
+
+    def remove(self, file_id: int) -> bool:
+        """The Archive Interface has no delete."""
+        return False
+
+    def sync(self) -> None:
+        """The Archive Interface answers only once the bytes are stored."""
+
+
+def _message(reply: requests.Response) -> str:
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text[:500]
+    if isinstance(body, dict):
+        return str(body.get("message") or body)[:1000]
+    return str(body)[:1000]

@@ -1,0 +1,106 @@
+"""The embedded metadata store: transactions, their key/values and files, queryable by job."""
+from __future__ import annotations
+
+import json
+
+import peewee
+
+from .db import BaseModel, database_proxy
+from .jobs import utcnow
+
+
+class Transaction(BaseModel):
+    """One ingested bundle (its job id is the transaction id)."""
+
+    job_id = peewee.BigIntegerField(primary_key=True)
+    submitter = peewee.CharField(max_length=255, null=True)
+    project = peewee.CharField(max_length=255, null=True)
+    instrument = peewee.CharField(max_length=255, null=True)
+    user = peewee.CharField(max_length=255, default="")
+    created = peewee.DateTimeField(default=utcnow)
+    metadata = peewee.TextField()  # the full list as sent on
+
+    class Meta:
+        table_name = "ingest_transactions"
+
+
+class TransactionKeyValue(BaseModel):
+    """A key/value attached to a transaction."""
+
+    job_id = peewee.BigIntegerField(index=True)
+    key = peewee.TextField()
+    value = peewee.TextField()
+
+    class Meta:
+        table_name = "ingest_transaction_key_values"
+
+
+class ArchivedFile(BaseModel):
+    """A file stored in the archive under its id."""
+
+    file_id = peewee.BigIntegerField(primary_key=True)
+    job_id = peewee.BigIntegerField(index=True)
+    name = peewee.TextField()
+    subdir = peewee.TextField()
+    size = peewee.BigIntegerField()
+    hashtype = peewee.CharField(max_length=32)
+    hashsum = peewee.CharField(max_length=256)
+    mimetype = peewee.CharField(max_length=255, null=True)
+    ctime = peewee.CharField(max_length=64, null=True)
+    mtime = peewee.CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "ingest_files"
+
+    def as_dict(self) -> dict:
+        """The file as the files endpoint shows it."""
+        return {"_id": self.file_id, "name": self.name, "subdir": self.subdir, "size": self.size,
+                "hashtype": self.hashtype, "hashsum": self.hashsum, "mimetype": self.mimetype,
+                "ctime": self.ctime, "mtime": self.mtime}
+
+
+def _text(value) -> str | None:
+    return None if value is None else (value if isinstance(value, str) else json.dumps(value))
+
+
+def record(job_id: int, user: str, entries: list) -> bool:
+    """Store one transaction's metadata once; False if it was already recorded."""
+    fields = {e["destinationTable"].split(".", 1)[1]: e.get("value") for e in entries
+              if e.get("destinationTable", "").startswith("Transactions.")}
+    with database_proxy.atomic():
+        if Transaction.get_or_none(Transaction.job_id == job_id) is not None:
+            return False
+        Transaction.create(job_id=job_id, submitter=_text(fields.get("submitter")),
+                           project=_text(fields.get("project")),
+                           instrument=_text(fields.get("instrument")), user=user,
+                           metadata=json.dumps(entries))
+        pairs = [{"job_id": job_id, "key": str(e["key"]), "value": _text(e.get("value")) or ""}
+                 for e in entries if e.get("destinationTable") == "TransactionKeyValue"]
+        files = [{"file_id": e["_id"], "job_id": job_id, "name": e["name"], "subdir": e["subdir"],
+                  "size": e["size"], "hashtype": e["hashtype"], "hashsum": e["hashsum"],
+                  "mimetype": _text(e.get("mimetype")), "ctime": _text(e.get("ctime")),
+                  "mtime": _text(e.get("mtime"))}
+                 for e in entries if e.get("destinationTable") == "Files"]
+        for batch in peewee.chunked(pairs, 500):
+            TransactionKeyValue.insert_many(batch).execute()
+        for batch in peewee.chunked(files, 500):
+            ArchivedFile.insert_many(batch).execute()
+    return True
+
+
+def files_of(job_id: int) -> list[dict]:
+    """The files a job ingested, in id order."""
+    query = ArchivedFile.select().where(ArchivedFile.job_id == job_id).order_by(ArchivedFile.file_id)
+    return [row.as_dict() for row in query]
+
+
+def transaction_of(job_id: int) -> dict | None:
+    """A job's transaction fields and key/values, or None if nothing was recorded."""
+    row = Transaction.get_or_none(Transaction.job_id == job_id)
+    if row is None:
+        return None
+    pairs = TransactionKeyValue.select().where(TransactionKeyValue.job_id == job_id)
+    return {"job_id": job_id, "submitter": row.submitter, "project": row.project,
+            "instrument": row.instrument, "user": row.user,
+            "created": row.created.strftime("%Y-%m-%d %H:%M:%S") if row.created else None,
+            "key_values": {p.key: p.value for p in pairs}}

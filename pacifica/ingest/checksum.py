@@ -1,0 +1,80 @@
+"""Hashing while bytes stream, and the check that follows."""
+from __future__ import annotations
+
+import hashlib
+from typing import BinaryIO, Callable
+
+from .errors import ChecksumMismatch, SizeMismatch
+
+# Variable-length digests need a length hashlib cannot know from the name alone.
+_UNSUPPORTED = {"shake_128", "shake_256"}
+
+
+def digest_size_of(name: str) -> int | None:
+    """Bytes in a digest of this hashlib algorithm, or None if hashlib does not know it."""
+    if not isinstance(name, str) or name.lower() in _UNSUPPORTED:
+        return None
+    try:
+        return hashlib.new(name.lower()).digest_size
+    except (ValueError, TypeError):
+        return None
+
+
+def new_hasher(name: str):
+    """A fresh hashlib object for a name metadata.txt gives."""
+    return hashlib.new(name.lower())
+
+
+class HashingReader:
+    """Reads at most ``size`` bytes from a stream, hashing and counting what passes."""
+
+    def __init__(self, stream: BinaryIO, size: int, hashtype: str,
+                 on_bytes: Callable[[int], None] | None = None):
+        self.stream = stream
+        self.remaining = size
+        self.hasher = new_hasher(hashtype)
+        self.count = 0
+        self.on_bytes = on_bytes
+
+    def _account(self, view) -> None:
+        self.hasher.update(view)
+        self.count += len(view)
+        self.remaining -= len(view)
+        if self.on_bytes:
+            self.on_bytes(len(view))
+
+    def readinto(self, buffer) -> int:
+        """Fill (part of) a buffer; 0 at the end."""
+        view = memoryview(buffer)[: max(min(len(buffer), self.remaining), 0)]
+        if not len(view):
+            return 0
+        got = self.stream.readinto(view)
+        if got:
+            self._account(view[:got])
+        return got or 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to size bytes (all that is left with -1)."""
+        if size is None or size < 0 or size > self.remaining:
+            size = self.remaining
+        if size <= 0:
+            return b""
+        data = self.stream.read(size)
+        if data:
+            self._account(data)
+        return data
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(1024 * 1024)
+            if not chunk:
+                return
+            yield chunk
+
+    def verify(self, path: str, expected_size: int, expected_hash: str) -> None:
+        """Raise unless exactly the declared bytes, with the declared hash, went through."""
+        if self.count != expected_size:
+            raise SizeMismatch(path, expected_size, self.count)
+        found = self.hasher.hexdigest()
+        if found != expected_hash.lower():
+            raise ChecksumMismatch(path, self.hasher.name, expected_hash.lower(), found)

@@ -1,0 +1,268 @@
+"""Settings: read once from defaults, an INI file and the environment into frozen objects.
+
+Precedence, lowest first: built-in defaults, the INI file (``-c``/``INGEST_CONFIG``),
+the environment.  Every key can be set from the environment as
+``INGEST_<SECTION>_<KEY>``; the original service's variable names
+(``VOLUME_PATH``, ``PEEWEE_URL``, ...) keep working beside them.
+"""
+from __future__ import annotations
+
+import os
+import re
+from configparser import ConfigParser
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+# section -> key -> (default, the original service's environment variable or None)
+DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
+    "ingest": {
+        "volume_path": ("var/volume", "VOLUME_PATH"),
+        "transfer_size": ("4 Mb", "TRANSFER_SIZE"),
+        "auth_header": ("X-Http-Authed-User", "INGEST_AUTH_HEADER"),
+        "default_user": ("root", "INGEST_DEFAULT_USER"),
+        "max_bundle_size": ("0", None),
+        "min_free_space": ("0", None),
+        "max_metadata_size": ("64 Mb", None),
+        "max_members": ("1000000", None),
+        "max_total_size": ("0", None),
+        "progress_interval": ("0.5", None),
+        "stale_after": ("3600", None),
+        "thread_pool": ("32", None),
+        "socket_timeout": ("300", None),
+    },
+    "uniqueid": {"url": ("", "UNIQUEID_URL")},
+    "policy": {"ingest_url": ("", "POLICY_INGEST_URL")},
+    "archiveinterface": {
+        "url": ("", "ARCHIVEINTERFACE_URL"),
+        "local_path": ("var/archive", "ARCHIVE_PATH"),
+        "fsync": ("true", None),
+    },
+    "metadata": {"ingest_url": ("", "METADATA_INGEST_URL")},
+    "database": {
+        "peewee_url": ("sqlite:///var/ingest.sqlite3", "PEEWEE_URL"),
+        "connect_attempts": ("10", "DATABASE_CONNECT_ATTEMPTS"),
+        "connect_wait": ("2", "DATABASE_CONNECT_WAIT"),
+    },
+    "celery": {
+        "broker_url": ("filesystem://", "BROKER_URL"),
+        "backend_url": ("", "BACKEND_URL"),
+        "queue_path": ("var/queue", None),
+        "queue_name": ("ingest", None),
+        "concurrency": ("2", None),
+    },
+    "http": {
+        "connect_timeout": ("10", None),
+        "read_timeout": ("300", None),
+        "retries": ("5", None),
+        "backoff": ("0.5", None),
+        "parallel_uploads": ("8", None),
+    },
+}
+
+_SIZE_UNITS = {
+    "": 1, "b": 1, "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "Kb": 1024, "Mb": 1024**2, "Gb": 1024**3, "Tb": 1024**4,
+    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
+}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be understood."""
+
+
+def parse_size(text: str) -> int:
+    """Parse '4 Mb' (binary, as the original), '10 MB' (decimal), '2GiB' or '1024' into bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ConfigError(f"cannot read {text!r} as a size (examples: '4 Mb', '10 GB', '1048576')")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def _bool(text: str) -> bool:
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Frontend and pipeline settings."""
+
+    volume_path: str
+    transfer_size: int = 4 * 1024**2
+    auth_header: str = "X-Http-Authed-User"
+    default_user: str = "root"
+    max_bundle_size: int = 0
+    min_free_space: int = 0
+    max_metadata_size: int = 64 * 1024**2
+    max_members: int = 1_000_000
+    max_total_size: int = 0
+    progress_interval: float = 0.5
+    stale_after: float = 3600.0
+    thread_pool: int = 32
+    socket_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class ServiceUrls:
+    """Remote Pacifica services; an empty URL selects the embedded implementation."""
+
+    uniqueid: str = ""
+    policy: str = ""
+    archiveinterface: str = ""
+    metadata: str = ""
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """Where files go when no Archive Interface URL is set."""
+
+    local_path: str
+    fsync: bool = True
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """A peewee database URL and how hard to try connecting."""
+
+    url: str
+    connect_attempts: int = 10
+    connect_wait: float = 2.0
+
+
+@dataclass(frozen=True)
+class CelerySettings:
+    """Broker settings; ``filesystem://`` needs no server."""
+
+    broker_url: str
+    queue_path: str
+    backend_url: str = ""
+    queue_name: str = "ingest"
+    concurrency: int = 2
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts and retries for every call to a remote service."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    retries: int = 5
+    backoff: float = 0.5
+    parallel_uploads: int = 8
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs, read once and passed down."""
+
+    ingest: IngestSettings
+    services: ServiceUrls
+    archive: ArchiveSettings
+    database: DatabaseSettings
+    celery: CelerySettings
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    def with_changes(self, **sections) -> "Settings":
+        """Return a copy with whole sections replaced (handy in tests)."""
+        return replace(self, **sections)
+
+
+def _env_names(section: str, key: str, original: str | None) -> list[str]:
+    names = [f"INGEST_{section.upper()}_{key.upper()}"]
+    if original:
+        names.append(original)
+    return names
+
+
+def read_raw(path: str | None = None, environ: Mapping[str, str] = os.environ) -> ConfigParser:
+    """Merge defaults, the INI file and the environment into one ConfigParser."""
+    parser = ConfigParser(interpolation=None)
+    for section, keys in DEFAULTS.items():
+        parser.add_section(section)
+        for key, (default, _) in keys.items():
+            parser.set(section, key, default)
+    path = path or environ.get("INGEST_CONFIG")
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path} does not exist")
+        parser.read(path, encoding="utf-8")
+    for section, keys in DEFAULTS.items():
+        for key, (_, original) in keys.items():
+            for name in _env_names(section, key, original):
+                if name in environ:
+                    parser.set(section, key, environ[name])
+                    break
+    return parser
+
+
+def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read the settings once; relative paths are taken from the current directory."""
+    raw = read_raw(path, environ)
+
+    def get(section: str, key: str) -> str:
+        return raw.get(section, key).strip()
+
+    def number(section: str, key: str, kind=int):
+        try:
+            return kind(get(section, key))
+        except ValueError as err:
+            raise ConfigError(f"[{section}] {key} = {get(section, key)!r} is not a number") from err
+
+    def size(section: str, key: str) -> int:
+        return parse_size(get(section, key))
+
+    ingest = IngestSettings(
+        volume_path=os.path.abspath(get("ingest", "volume_path")),
+        transfer_size=max(size("ingest", "transfer_size"), 4096),
+        auth_header=get("ingest", "auth_header"),
+        default_user=get("ingest", "default_user"),
+        max_bundle_size=size("ingest", "max_bundle_size"),
+        min_free_space=size("ingest", "min_free_space"),
+        max_metadata_size=size("ingest", "max_metadata_size"),
+        max_members=number("ingest", "max_members"),
+        max_total_size=size("ingest", "max_total_size"),
+        progress_interval=number("ingest", "progress_interval", float),
+        stale_after=number("ingest", "stale_after", float),
+        thread_pool=number("ingest", "thread_pool"),
+        socket_timeout=number("ingest", "socket_timeout", float),
+    )
+    services = ServiceUrls(
+        uniqueid=get("uniqueid", "url").rstrip("/"),
+        policy=get("policy", "ingest_url"),
+        archiveinterface=get("archiveinterface", "url").rstrip("/"),
+        metadata=get("metadata", "ingest_url"),
+    )
+    archive = ArchiveSettings(
+        local_path=os.path.abspath(get("archiveinterface", "local_path")),
+        fsync=_bool(get("archiveinterface", "fsync")),
+    )
+    database = DatabaseSettings(
+        url=_absolute_sqlite_url(get("database", "peewee_url")),
+        connect_attempts=number("database", "connect_attempts"),
+        connect_wait=number("database", "connect_wait", float),
+    )
+    celery = CelerySettings(
+        broker_url=get("celery", "broker_url"),
+        backend_url=get("celery", "backend_url"),
+        queue_path=os.path.abspath(get("celery", "queue_path")),
+        queue_name=get("celery", "queue_name"),
+        concurrency=number("celery", "concurrency"),
+    )
+    http = HttpSettings(
+        connect_timeout=number("http", "connect_timeout", float),
+        read_timeout=number("http", "read_timeout", float),
+        retries=number("http", "retries"),
+        backoff=number("http", "backoff", float),
+        parallel_uploads=max(number("http", "parallel_uploads"), 1),
+    )
+    return Settings(ingest, services, archive, database, celery, http)
+
+
+def _absolute_sqlite_url(url: str) -> str:
+    """Pin a relative SQLite path to the current directory so every process agrees."""
+    for scheme in ("sqlite:///", "sqliteext:///", "sqlite+pool:///"):
+        if url.startswith(scheme):
+            path = url[len(scheme):]
+            if path and path != ":memory:" and not path.startswith("/"):
+                return scheme + os.path.abspath(path)
+    return url

@@ -1,0 +1,93 @@
+"""Database binding: one peewee proxy every model uses, bound once per process."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, TypeVar
+
+import peewee
+from playhouse.db_url import connect as connect_url
+
+from .config import DatabaseSettings
+
+logger = logging.getLogger(__name__)
+
+database_proxy = peewee.DatabaseProxy()
+T = TypeVar("T")
+
+# Errors that mean "the database is not there right now", not "the query is wrong".
+UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError)
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",  # readers (get_state) never wait for the worker's writes
+    "busy_timeout": 30000,  # frontend and worker are separate processes
+    "synchronous": "full",  # a committed job row survives a power cut
+    "foreign_keys": 1,
+}
+
+
+class BaseModel(peewee.Model):
+    """Base of every table; bound through the proxy."""
+
+    class Meta:
+        database = database_proxy
+
+
+def make_database(url: str) -> peewee.Database:
+    """Build (not connect) a peewee database from a URL."""
+    if url.startswith("sqliteext://"):  # the original's default spelling
+        url = "sqlite://" + url[len("sqliteext://"):]
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return connect_url(url, pragmas=SQLITE_PRAGMAS)
+    return connect_url(url)
+
+
+def bind(settings: DatabaseSettings) -> peewee.Database:
+    """Bind the proxy to the configured database and return it."""
+    database = make_database(settings.url)
+    database_proxy.initialize(database)
+    return database
+
+
+def wait_for_database(settings: DatabaseSettings) -> None:
+    """Connect, retrying while the server is not up yet (containers start in any order)."""
+    attempts = max(settings.connect_attempts, 1)
+    for attempt in range(1, attempts + 1):
+        try:
+            database_proxy.connect(reuse_if_open=True)
+            database_proxy.execute_sql("SELECT 1")
+            return
+        except UNAVAILABLE_ERRORS as err:
+            if attempt == attempts:
+                raise
+            logger.warning("database not ready (%s); attempt %d of %d", err, attempt, attempts)
+            time.sleep(settings.connect_wait)
+            _reset_connection()
+
+
+def _reset_connection() -> None:
+    try:
+        database_proxy.close()
+    except UNAVAILABLE_ERRORS:
+        pass
+    except peewee.PeeweeException:
+        pass
+
+
+def retrying(action: Callable[[], T], attempts: int = 30, wait: float = 1.0) -> T:
+    """Run a database action, reconnecting and retrying while the database is unavailable."""
+    for attempt in range(1, attempts + 1):
+        try:
+            database_proxy.connect(reuse_if_open=True)
+            return action()
+        except UNAVAILABLE_ERRORS as err:
+            if attempt == attempts:
+                raise
+            logger.warning("database unavailable (%s); retry %d of %d", err, attempt, attempts)
+            _reset_connection()
+            time.sleep(wait)
+    raise AssertionError("unreachable")

@@ -1,0 +1,188 @@
+"""Job rows and their state machine: the one place that writes state, task and percent."""
+from __future__ import annotations
+
+import datetime
+import enum
+
+import peewee
+
+from .db import BaseModel, database_proxy, retrying
+from .errors import JobNotFound
+
+OK = "OK"
+FAILED = "FAILED"
+
+
+class Step(enum.Enum):
+    """Tasks a job passes through; the values are the wire names (PROTOCOL.md)."""
+
+    UPLOADING = "UPLOADING"
+    OPEN_TAR = "open tar"
+    LOAD_METADATA = "load metadata"
+    POLICY = "Policy Validation"
+    INGEST_FILES = "ingest files"
+    MOVE_FILES = "move files"
+    INGEST_METADATA = "ingest metadata"
+
+
+UPLOAD_STEPS = (Step.UPLOADING, Step.OPEN_TAR, Step.LOAD_METADATA, Step.POLICY,
+                Step.INGEST_FILES, Step.INGEST_METADATA)
+MOVE_STEPS = (Step.UPLOADING, Step.LOAD_METADATA, Step.POLICY, Step.MOVE_FILES,
+              Step.INGEST_METADATA)
+
+# queue_state: where the job stands with the broker.
+RECEIVING = "receiving"  # the body is still arriving
+WAITING = "waiting"  # accepted, but the broker could not take it yet; retried until it does
+QUEUED = "queued"  # handed to the broker
+
+KIND_UPLOAD = "upload"
+KIND_MOVE = "move"
+
+
+def utcnow() -> datetime.datetime:
+    """Naive UTC now, to the second (the wire format has no fractions)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+class Job(BaseModel):
+    """One upload or move and where it stands."""
+
+    job_id = peewee.BigIntegerField(primary_key=True, column_name="id")
+    kind = peewee.CharField(max_length=16, default=KIND_UPLOAD)
+    state = peewee.CharField(max_length=16, default=OK, index=True)
+    task = peewee.CharField(max_length=32, default=Step.UPLOADING.value)
+    task_percent = peewee.FloatField(default=0.0)
+    exception = peewee.TextField(default="")
+    complete = peewee.BooleanField(default=False)
+    created = peewee.DateTimeField(default=utcnow)
+    updated = peewee.DateTimeField(default=utcnow, index=True)
+    user = peewee.CharField(max_length=255, default="")
+    path = peewee.CharField(max_length=1024, null=True)
+    bytes_expected = peewee.BigIntegerField(null=True)
+    bytes_received = peewee.BigIntegerField(default=0)
+    queue_state = peewee.CharField(max_length=16, default="receiving", index=True)
+    file_id_start = peewee.BigIntegerField(null=True)
+    file_count = peewee.IntegerField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    owner = peewee.CharField(max_length=255, default="")
+
+    class Meta:
+        table_name = "ingest_jobs"
+
+    def as_dict(self) -> dict:
+        """The job state object, field names and types exactly as PROTOCOL.md."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "task": self.task,
+            "task_percent": f"{self.task_percent:.1f}",
+            "complete": bool(self.complete),
+            "updated": _format_time(self.updated),
+            "created": _format_time(self.created),
+            "exception": self.exception or "",
+        }
+
+
+def _format_time(value) -> str:
+    if isinstance(value, datetime.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)[:19]
+
+
+def create(job_id: int, user: str, kind: str = KIND_UPLOAD, path: str | None = None,
+           bytes_expected: int | None = None, owner: str = "") -> Job:
+    """Record a new job in state OK, task UPLOADING, 0 %."""
+    return Job.create(job_id=job_id, user=user, kind=kind, path=path,
+                      bytes_expected=bytes_expected, owner=owner)
+
+
+def get(job_id: int) -> Job:
+    """Return the job or raise JobNotFound."""
+    try:
+        return Job.get_by_id(job_id)
+    except Job.DoesNotExist:
+        raise JobNotFound(f"job ID {job_id} does not exist.") from None
+
+
+def _update(job_id: int, only_if_running: bool = True, **fields) -> bool:
+    """Write fields (and the updated time); with only_if_running, a finished job is left alone."""
+    fields["updated"] = utcnow()
+    query = Job.update(**fields).where(Job.job_id == job_id)
+    if only_if_running:
+        query = query.where((Job.state == OK) & (Job.complete == False))  # noqa: E712
+    return retrying(query.execute) > 0
+
+
+def advance(job_id: int, step: Step, percent: float = 0.0) -> bool:
+    """Move a running job to a step and percent; False if the job is no longer running."""
+    return _update(job_id, task=step.value, task_percent=round(min(max(percent, 0.0), 100.0), 1))
+
+
+def fail(job_id: int, step: Step | str, message: str) -> bool:
+    """Mark a job FAILED at a step with a message a person can act on."""
+    task = step.value if isinstance(step, Step) else step
+    return _update(job_id, only_if_running=False, state=FAILED, task=task, exception=message,
+                   complete=True)
+
+
+def finish(job_id: int) -> bool:
+    """Mark a job done: ingest metadata, 100 %, complete."""
+    return _update(job_id, task=Step.INGEST_METADATA.value, task_percent=100.0, complete=True)
+
+
+def set_fields(job_id: int, **fields) -> bool:
+    """Write bookkeeping fields (path, byte counts, ids, enqueue flag) of any job."""
+    return _update(job_id, only_if_running=False, **fields)
+
+
+def reset(job_id: int, path: str | None = None) -> bool:
+    """Put a job back to OK/UPLOADING so it can be ingested again (admin retry)."""
+    fields = dict(state=OK, task=Step.UPLOADING.value, task_percent=0.0, exception="",
+                  complete=False, queue_state=WAITING)
+    if path is not None:
+        fields["path"] = path
+    return _update(job_id, only_if_running=False, **fields)
+
+
+def claim_for_queue(job_id: int) -> bool:
+    """Take a WAITING job for enqueueing; only one caller wins, so no job is queued twice."""
+    query = Job.update(queue_state=QUEUED, updated=utcnow()).where(
+        (Job.job_id == job_id) & (Job.queue_state == WAITING))
+    return retrying(query.execute) > 0
+
+
+def waiting_jobs(limit: int = 100) -> list[int]:
+    """Ids of accepted jobs the broker has not taken yet, oldest first."""
+    query = (Job.select(Job.job_id)
+             .where((Job.queue_state == WAITING) & (Job.state == OK) & (Job.complete == False))  # noqa: E712
+             .order_by(Job.job_id).limit(limit))
+    return [row.job_id for row in query]
+
+
+def claim_file_ids(job_id: int, first_id: int, count: int) -> tuple[int, int]:
+    """Keep the first file-id range given to a job; later claims get the kept one back."""
+    with database_proxy.atomic():
+        Job.update(file_id_start=first_id, file_count=count).where(
+            (Job.job_id == job_id) & (Job.file_id_start.is_null())).execute()
+        job = get(job_id)
+    return job.file_id_start, job.file_count
+
+
+def manual_set(job_id: int, state: str | None, task: str | None, percent: float | None,
+               exception: str | None) -> Job:
+    """Admin override of a job's visible state."""
+    get(job_id)
+    fields = {}
+    if state is not None:
+        fields["state"] = state
+        fields["complete"] = state == FAILED
+    if task is not None:
+        fields["task"] = task
+    if percent is not None:
+        fields["task_percent"] = float(percent)
+    if exception is not None:
+        fields["exception"] = exception
+    if task == Step.INGEST_METADATA.value and percent == 100 and state in (None, OK):
+        fields["complete"] = True
+    set_fields(job_id, **fields)
+    return get(job_id)

@@ -1,0 +1,220 @@
+"""metadata.txt: parse, validate its structure, and settle which tar member each file names.
+
+Pure functions: no I/O, no network.  Every problem found is collected and raised
+once, so a person fixes the whole bundle in one go.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from .checksum import digest_size_of
+from .errors import MetadataError
+
+FILES = "Files"
+REQUIRED_FILE_KEYS = ("name", "subdir", "size", "hashtype", "hashsum")
+DATA_ROOT = "data"
+MAX_JSON_DEPTH = 64
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One ``Files`` entry of metadata.txt."""
+
+    index: int  # position in the metadata list
+    name: str
+    subdir: str  # as written by the uploader
+    size: int
+    hashtype: str
+    hashsum: str
+    mtime: str | None = None
+    source: str | None = None  # the move variant: a path already on the archive
+
+    def label(self) -> str:
+        """How a person would recognise this entry."""
+        return f"{self.subdir.rstrip('/')}/{self.name}" if self.subdir.strip("/") else self.name
+
+
+@dataclass(frozen=True)
+class IngestMetadata:
+    """The whole metadata list and its file entries."""
+
+    entries: list
+    files: list[FileEntry]
+
+
+@dataclass(frozen=True)
+class FilePlacement:
+    """A file entry settled against the bundle: its tar member and its clipped subdir."""
+
+    entry: FileEntry
+    member: str  # e.g. "data/a/b/foo.txt"
+    subdir: str  # relative to data/, e.g. "a/b"
+
+
+def split_path(text: str) -> list[str]:
+    """Path components with empty and '.' parts dropped ('data//a/./b/' -> ['data','a','b'])."""
+    return [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
+
+
+def _check_depth(text: str) -> None:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise MetadataError(
+                    f"metadata.txt nests deeper than {MAX_JSON_DEPTH} levels; it must be a flat "
+                    "list of objects")
+        elif char in "]}":
+            depth -= 1
+
+
+def parse(raw: bytes | str, require_source: bool = False) -> IngestMetadata:
+    """Parse and check metadata.txt; raise MetadataError listing every problem."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise MetadataError(f"metadata.txt is not UTF-8 text: {err}") from err
+    _check_depth(raw)
+    try:
+        entries = json.loads(raw)
+    except ValueError as err:
+        raise MetadataError(f"metadata.txt is not valid JSON: {err}") from err
+    return validate(entries, require_source)
+
+
+def validate(entries, require_source: bool = False) -> IngestMetadata:
+    """Check an already-decoded metadata list."""
+    if not isinstance(entries, list):
+        raise MetadataError(
+            f"metadata.txt must hold a JSON list of objects, not a {type(entries).__name__}")
+    problems: list[str] = []
+    files: list[FileEntry] = []
+    for index, entry in enumerate(entries):
+        where = f"entry {index}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: is a {type(entry).__name__}, not an object")
+            continue
+        table = entry.get("destinationTable")
+        if not isinstance(table, str) or not table:
+            problems.append(f"{where}: has no destinationTable")
+            continue
+        if table == FILES:
+            parsed = _file_entry(index, entry, require_source, problems)
+            if parsed:
+                files.append(parsed)
+        elif table == "TransactionKeyValue":
+            if not isinstance(entry.get("key"), str) or "value" not in entry:
+                problems.append(f"{where}: TransactionKeyValue needs a string 'key' and a 'value'")
+        elif table.startswith("Transactions.") and "value" not in entry:
+            problems.append(f"{where}: {table} has no 'value'")
+    if problems:
+        raise MetadataError("metadata.txt has problems:", problems)
+    return IngestMetadata(entries=entries, files=files)
+
+
+def _file_entry(index: int, entry: dict, require_source: bool, problems: list[str]):
+    where = f"Files entry {index}"
+    if isinstance(entry.get("name"), str):
+        where = f"Files entry {index} ({entry.get('subdir', '')!s}/{entry['name']})"
+    missing = [key for key in REQUIRED_FILE_KEYS if key not in entry]
+    if require_source and "source" not in entry:
+        missing.append("source")
+    if missing:
+        problems.append(f"{where}: missing {', '.join(missing)}")
+        return None
+    name, subdir, size = entry["name"], entry["subdir"], entry["size"]
+    hashtype, hashsum = entry["hashtype"], entry["hashsum"]
+    before = len(problems)
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        problems.append(f"{where}: name must be a plain file name, got {name!r}")
+    if not isinstance(subdir, str) or "\0" in subdir:
+        problems.append(f"{where}: subdir must be a string, got {subdir!r}")
+    elif ".." in split_path(subdir):
+        problems.append(f"{where}: subdir {subdir!r} climbs out of the bundle with '..'")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        problems.append(f"{where}: size must be a whole number of bytes, got {size!r}")
+    if not isinstance(hashtype, str) or digest_size_of(hashtype) is None:
+        problems.append(f"{where}: unknown hashtype {hashtype!r} (use one hashlib knows, "
+                        "e.g. sha1, sha256, md5)")
+    elif not isinstance(hashsum, str) or not re.fullmatch(
+            "[0-9a-fA-F]{%d}" % (2 * digest_size_of(hashtype)), hashsum):
+        problems.append(f"{where}: hashsum {hashsum!r} is not a {hashtype} hex digest")
+    if require_source and not (isinstance(entry["source"], str) and entry["source"]):
+        problems.append(f"{where}: source must be a path on the archive")
+    if len(problems) > before:
+        return None
+    mtime = entry.get("mtime")
+    return FileEntry(index=index, name=name, subdir=subdir, size=size,
+                     hashtype=hashtype.lower(), hashsum=hashsum.lower(),
+                     mtime=mtime if isinstance(mtime, str) else None,
+                     source=entry.get("source"))
+
+
+def place_files(files: Iterable[FileEntry], members: set[str]) -> list[FilePlacement]:
+    """Settle each entry's tar member (PROTOCOL.md) and check the bundle has exactly those files.
+
+    ``members`` are the normalised names of the bundle's regular files under data/.
+    Prefer ``data/<subdir>/<name>``; else drop one leading ``data`` component of subdir.
+    """
+    problems: list[str] = []
+    placements: list[FilePlacement] = []
+    claimed: dict[str, FileEntry] = {}
+    for entry in files:
+        parts = split_path(entry.subdir)
+        candidates = [parts]
+        if parts and parts[0] == DATA_ROOT:
+            candidates.append(parts[1:])
+        member = None
+        for candidate in candidates:
+            name = "/".join([DATA_ROOT, *candidate, entry.name])
+            if name in members:
+                member, parts = name, candidate
+                break
+        if member is None:
+            tried = " or ".join("/".join([DATA_ROOT, *c, entry.name]) for c in candidates)
+            problems.append(f"{entry.label()}: listed in metadata.txt but the bundle has no "
+                            f"member {tried}")
+            continue
+        if member in claimed:
+            problems.append(f"{member}: listed twice in metadata.txt (entries "
+                            f"{claimed[member].index} and {entry.index})")
+            continue
+        claimed[member] = entry
+        placements.append(FilePlacement(entry=entry, member=member, subdir="/".join(parts)))
+    for extra in sorted(members - set(claimed)):
+        problems.append(f"{extra}: in the bundle but not listed in metadata.txt")
+    if problems:
+        raise MetadataError("metadata.txt does not match the bundle's files:", problems)
+    return placements
+
+
+def with_ids(entries: list, placements: list[FilePlacement], first_id: int,
+             job_id: int) -> list:
+    """The list sent on to Policy and Metadata: file ``_id``s, clipped subdirs, Transactions._id."""
+    by_index = {p.entry.index: (first_id + n, p.subdir) for n, p in enumerate(placements)}
+    result = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("destinationTable") == "Transactions._id":
+            continue  # the job id is the transaction id; an uploader's own value is replaced
+        if index in by_index:
+            file_id, subdir = by_index[index]
+            entry = dict(entry, _id=file_id, subdir=subdir)
+        result.append(entry)
+    result.append({"destinationTable": "Transactions._id", "value": job_id})
+    return result

@@ -1,0 +1,216 @@
+"""The ingest and move pipelines: ordered steps, each idempotent, each reporting progress.
+
+Imports neither cherrypy nor celery: the worker calls ``ingest_bundle`` or
+``move_files`` and turns an ``IngestError`` into a FAILED job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from . import jobs, metadata
+from .archive import ArchiveBackend, FileSource
+from .bundle import Bundle, BundleLimits
+from .errors import IngestError, MetadataError
+from .jobs import Job, Step
+from .services.ids import MODE_FILE, IdSource
+from .services.metadata_sink import MetadataSink
+from .services.policy import PolicyCheck
+
+logger = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """The job stopped being OK while it ran (an admin failed it): stop quietly."""
+
+
+@dataclass
+class Deps:
+    """The seams a pipeline uses, built once per worker process."""
+
+    ids: IdSource
+    policy: PolicyCheck
+    archive: ArchiveBackend
+    sink: MetadataSink
+    limits: BundleLimits = BundleLimits()
+    progress_interval: float = 0.5
+
+
+class Progress:
+    """Writes task and percent for one job, at most every ``interval`` seconds within a step."""
+
+    def __init__(self, job_id: int, interval: float):
+        self.job_id = job_id
+        self.interval = interval
+        self.step = Step.UPLOADING
+        self._last_write = 0.0
+        self._done = 0
+        self._total = 0
+
+    def begin(self, step: Step, total: int = 0) -> None:
+        """Enter a step at 0 %."""
+        self.step, self._done, self._total = step, 0, total
+        self._write(0.0)
+
+    def add(self, amount: int) -> None:
+        """Count work done within the step (bytes, files); written when the interval has passed."""
+        self._done += amount
+        now = time.monotonic()
+        if self._total and now - self._last_write >= self.interval:
+            self._write(min(99.9, 100.0 * self._done / self._total))
+
+    def end(self) -> None:
+        """Leave the step at 100 %."""
+        self._write(100.0)
+
+    def _write(self, percent: float) -> None:
+        self._last_write = time.monotonic()
+        if not jobs.advance(self.job_id, self.step, percent):
+            raise JobCancelled(f"job {self.job_id} is no longer running")
+
+
+def _mtime_of(entry: metadata.FileEntry, fallback: float) -> float:
+    if entry.mtime:
+        try:
+            return parsedate_to_datetime(entry.mtime).timestamp()
+        except (TypeError, ValueError, IndexError):
+            pass
+        try:
+            from datetime import datetime  # pylint: disable=import-outside-toplevel
+            return datetime.fromisoformat(entry.mtime.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return fallback
+
+
+def _file_ids(job: Job, count: int, deps: Deps) -> int:
+    """The job's file-id range: allocated once, kept on the job, reused on redelivery."""
+    if job.file_id_start is not None and job.file_count == count:
+        return job.file_id_start
+    first = deps.ids.reserve(count, MODE_FILE) if count else 0
+    first, _ = jobs.claim_file_ids(job.job_id, first, count)
+    return first
+
+
+def _check_sizes(bundle: Bundle, placements: list[metadata.FilePlacement]) -> None:
+    problems = [f"{p.member}: size mismatch, metadata says {p.entry.size} bytes, bundle has "
+                f"{bundle.members[p.member].size}"
+                for p in placements if bundle.members[p.member].size != p.entry.size]
+    if problems:
+        raise MetadataError("metadata.txt does not match the bundle's files:", problems)
+
+
+def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
+    """Open, validate, store and record one bundle; leave nothing in the archive on failure."""
+    progress.begin(Step.OPEN_TAR)
+    with Bundle.open_path(job.path, deps.limits) as bundle:
+        progress.end()
+
+        progress.begin(Step.LOAD_METADATA)
+        parsed = metadata.parse(bundle.read_metadata())
+        placements = metadata.place_files(parsed.files, bundle.data_members)
+        _check_sizes(bundle, placements)
+        progress.end()
+
+        progress.begin(Step.POLICY)
+        first_id = _file_ids(job, len(placements), deps)
+        final = metadata.with_ids(parsed.entries, placements, first_id, job.job_id)
+        deps.policy.check(final, job.user)
+        progress.end()
+
+        progress.begin(Step.INGEST_FILES, total=sum(p.entry.size for p in placements) or 1)
+        sources = [FileSource(label=p.member, size=p.entry.size,
+                              mtime=_mtime_of(p.entry, bundle.members[p.member].mtime),
+                              hashtype=p.entry.hashtype, hashsum=p.entry.hashsum,
+                              opener=lambda m=bundle.members[p.member]: bundle.open(m),
+                              on_bytes=progress.add)
+                   for p in placements]
+        store_all(deps.archive, first_id, sources, job.job_id)
+        progress.end()
+
+    _publish(job, deps, progress, final)
+
+
+def move_files(job: Job, deps: Deps, progress: Progress) -> None:
+    """The move variant: metadata names files already on the archive."""
+    progress.begin(Step.LOAD_METADATA)
+    with open(job.path, "rb") as handle:
+        parsed = metadata.parse(handle.read(), require_source=True)
+    placements = [metadata.FilePlacement(entry=e, member=e.source, subdir=_clip(e.subdir))
+                  for e in parsed.files]
+    progress.end()
+
+    progress.begin(Step.POLICY)
+    first_id = _file_ids(job, len(placements), deps)
+    final = metadata.with_ids(parsed.entries, placements, first_id, job.job_id)
+    deps.policy.check(final, job.user)
+    progress.end()
+
+    progress.begin(Step.MOVE_FILES, total=len(placements) or 1)
+    for offset, placement in enumerate(placements):
+        deps.archive.move(first_id + offset, placement.entry.source)
+        progress.add(1)
+    deps.archive.sync()
+    progress.end()
+
+    _publish(job, deps, progress, final)
+
+
+def _clip(subdir: str) -> str:
+    parts = metadata.split_path(subdir)
+    return "/".join(parts[1:] if parts[:1] == [metadata.DATA_ROOT] else parts)
+
+
+def _publish(job: Job, deps: Deps, progress: Progress, final: list) -> None:
+    progress.begin(Step.INGEST_METADATA)
+    deps.sink.publish(job.job_id, job.user, final)
+    if jobs.finish(job.job_id):
+        _remove_quietly(job.path)
+
+
+def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],
+              job_id: int) -> None:
+    """Store every file, then make them durable; on any failure remove what this job stored."""
+    attempted = 0
+    try:
+        for offset, source in enumerate(sources):
+            attempted = offset + 1
+            archive.store(first_id + offset, source)
+        archive.sync()
+    except BaseException as err:
+        left = rollback(archive, first_id, attempted)
+        logger.info("job %s: rolled back %d file(s) after %r", job_id, attempted, err)
+        if isinstance(err, IngestError) and left:
+            err.details.append(left)
+        raise
+
+
+def rollback(archive: ArchiveBackend, first_id: int, count: int) -> str:
+    """Remove a job's files from the archive; describe what could not be removed."""
+    kept = [first_id + n for n in range(count) if not _remove_one(archive, first_id + n)]
+    if not kept:
+        return ""
+    return (f"{len(kept)} file(s) may already be in the {archive.describe()} and could not be "
+            f"removed (file ids {kept[0]}..{kept[-1]})")
+
+
+def _remove_one(archive: ArchiveBackend, file_id: int) -> bool:
+    try:
+        return archive.remove(file_id)
+    except OSError:
+        logger.warning("could not remove file id %s after a failed ingest", file_id, exc_info=True)
+        return False
+
+
+def _remove_quietly(path: str | None) -> None:
+    if not path:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        logger.warning("could not remove finished bundle %s", path, exc_info=True)

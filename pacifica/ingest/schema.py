@@ -1,0 +1,92 @@
+"""Schema version and migrations: the targets of ``dbsync`` and ``dbchk``."""
+from __future__ import annotations
+
+import logging
+
+import peewee
+
+from . import catalog, jobs
+from .db import BaseModel, database_proxy
+from .services import ids
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_MAJOR = 1
+SCHEMA_MINOR = 0
+
+MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
+          catalog.ArchivedFile)
+
+# (major, minor) -> function bringing the schema from that version to the next one.
+MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {}
+
+
+class SchemaError(RuntimeError):
+    """The database schema is not one this code can use."""
+
+
+class SchemaVersion(BaseModel):
+    """Parts of the schema version ('major', 'minor')."""
+
+    part = peewee.CharField(max_length=16, primary_key=True)
+    value = peewee.IntegerField()
+
+    class Meta:
+        table_name = "ingest_schema_version"
+
+
+def current_version() -> tuple[int, int]:
+    """The database's schema version; (0, 0) when it has none yet."""
+    if not database_proxy.table_exists(SchemaVersion._meta.table_name):
+        return (0, 0)
+    parts = {row.part: row.value for row in SchemaVersion.select()}
+    return (parts.get("major", 0), parts.get("minor", 0))
+
+
+def _write_version(version: tuple[int, int]) -> None:
+    for part, value in zip(("major", "minor"), version):
+        SchemaVersion.insert(part=part, value=value).on_conflict_replace().execute()
+
+
+def sync() -> tuple[int, int]:
+    """Create or upgrade the schema to this code's version; return the version reached."""
+    target = (SCHEMA_MAJOR, SCHEMA_MINOR)
+    with database_proxy.atomic():
+        version = current_version()
+        if version == (0, 0):
+            database_proxy.create_tables((SchemaVersion, *MODELS), safe=True)
+            version = target
+        while version != target:
+            if version > target:
+                raise SchemaError(f"the database schema {version[0]}.{version[1]} is newer than "
+                                  f"this code's {target[0]}.{target[1]}: upgrade pacifica-ingest")
+            if version not in MIGRATIONS:
+                raise SchemaError(f"no migration from schema {version[0]}.{version[1]}")
+            version, step = MIGRATIONS[version]
+            logger.info("migrating schema to %d.%d", *version)
+            step()
+        _write_version(version)
+    return version
+
+
+def is_equal() -> bool:
+    """True when the database is at exactly this code's schema version."""
+    return current_version() == (SCHEMA_MAJOR, SCHEMA_MINOR)
+
+
+def is_safe() -> bool:
+    """True when this code can use the database (same major version, minor not newer)."""
+    major, minor = current_version()
+    return major == SCHEMA_MAJOR and minor <= SCHEMA_MINOR and (major, minor) != (0, 0)
+
+
+def require_compatible() -> None:
+    """Raise SchemaError, naming the command to run, unless the schema is usable."""
+    if is_equal():
+        return
+    major, minor = current_version()
+    if (major, minor) == (0, 0):
+        raise SchemaError("the database has no pacifica-ingest schema yet: run "
+                          "`pacifica-ingest-cmd dbsync` first")
+    raise SchemaError(f"the database schema is {major}.{minor} but this service needs "
+                      f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}: run `pacifica-ingest-cmd dbsync`")

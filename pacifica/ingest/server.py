@@ -1,0 +1,92 @@
+"""``pacifica-ingest``: run the frontend on CherryPy's server (optionally with a worker)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+
+import cherrypy
+
+from . import db, logsetup, schema
+from .config import ConfigError, load
+from .queue import WaitingJobsRetry
+from .web.app import create_app, server_config
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options (the original's, plus --with-worker)."""
+    parser = argparse.ArgumentParser(prog="pacifica-ingest",
+                                     description="Run the Pacifica Ingest frontend.")
+    parser.add_argument("-c", "--config", metavar="CONFIG", default=os.environ.get("INGEST_CONFIG"),
+                        help="INI settings file (default: $INGEST_CONFIG, then built-in defaults)")
+    parser.add_argument("--cp-config", metavar="CPCONFIG",
+                        default=os.environ.get("INGEST_CPCONFIG"),
+                        help="CherryPy server config file (default: $INGEST_CPCONFIG)")
+    parser.add_argument("-p", "--port", type=int, default=8066, help="port (default 8066)")
+    parser.add_argument("-a", "--address", default="127.0.0.1", help="address (default 127.0.0.1)")
+    parser.add_argument("--with-worker", action="store_true",
+                        help="also run a Celery worker process (the one-command local setup)")
+    parser.add_argument("--dbsync", action="store_true",
+                        help="create or upgrade the database schema before starting")
+    return parser.parse_args(argv)
+
+
+def start_worker(config_path: str | None) -> subprocess.Popen:
+    """A Celery worker in a child process with the same settings."""
+    env = dict(os.environ)
+    if config_path:
+        env["INGEST_CONFIG"] = os.path.abspath(config_path)
+    command = [sys.executable, "-m", "celery", "-A", "pacifica.ingest.tasks", "worker",
+               "--loglevel", os.environ.get("INGEST_LOG_LEVEL", "INFO"), "--without-gossip",
+               "--without-mingle", "--without-heartbeat"]
+    logger.info("starting worker: %s", " ".join(command))
+    return subprocess.Popen(command, env=env)  # pylint: disable=consider-using-with
+
+
+def main(argv=None) -> int:
+    """Entry point of ``pacifica-ingest``."""
+    logsetup.configure()
+    args = parse_args(argv)
+    try:
+        settings = load(args.config)
+    except ConfigError as err:
+        logger.error("%s", err)
+        return 2
+    db.bind(settings.database)
+    db.wait_for_database(settings.database)
+    try:
+        if args.dbsync:
+            schema.sync()
+        schema.require_compatible()
+    except schema.SchemaError as err:
+        logger.error("%s", err)
+        return 3
+    finally:
+        db.database_proxy.close()
+    app = create_app(settings)
+    cherrypy.tree.mount(app, "")
+    cherrypy.config.update(server_config(settings, args.address, args.port))
+    if args.cp_config:
+        cherrypy.config.update(args.cp_config)
+    retry = WaitingJobsRetry(app.intake.enqueue)
+    retry.start()
+    worker = start_worker(args.config) if args.with_worker else None
+    logger.info("Pacifica Ingest listening on http://%s:%d/", args.address, args.port)
+    try:
+        cherrypy.engine.signals.subscribe()
+        cherrypy.engine.start()
+        cherrypy.engine.block()
+    finally:
+        retry.stop()
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

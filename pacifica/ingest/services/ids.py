@@ -1,0 +1,78 @@
+"""Id allocation: a counter table in our database, or the Pacifica UniqueID service."""
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import peewee
+import requests
+
+from ..db import BaseModel, database_proxy, retrying
+from ..errors import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+MODE_FILE = "file"
+MODE_JOB = "upload_job"
+
+
+class IdSource(Protocol):
+    """Hands out ranges of ids that are never handed out again."""
+
+    def reserve(self, count: int, mode: str) -> int:
+        """Reserve ``count`` ids of a kind and return the first."""
+
+
+class IdCounter(BaseModel):
+    """The next free id of each kind (embedded id source)."""
+
+    mode = peewee.CharField(max_length=64, primary_key=True)
+    next_id = peewee.BigIntegerField(default=1)
+
+    class Meta:
+        table_name = "ingest_id_counters"
+
+
+class CounterIdSource:
+    """Ids from a counter row; the UPDATE comes first so concurrent reservers serialise on it."""
+
+    def reserve(self, count: int, mode: str) -> int:
+        """Reserve ``count`` ids atomically."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+
+        def take() -> int:
+            with database_proxy.atomic():
+                bump = IdCounter.update(next_id=IdCounter.next_id + count).where(
+                    IdCounter.mode == mode)
+                if not bump.execute():
+                    IdCounter.insert(mode=mode, next_id=1).on_conflict_ignore().execute()
+                    bump.execute()
+                return IdCounter.get_by_id(mode).next_id - count
+
+        return retrying(take)
+
+
+class UniqueIdClient:
+    """Ids from ``GET {url}/getid?range=N&mode=M`` (Pacifica UniqueID)."""
+
+    def __init__(self, url: str, session: requests.Session):
+        self.url = url.rstrip("/")
+        self.session = session
+
+    def reserve(self, count: int, mode: str) -> int:
+        """Ask UniqueID for a range and check it is the size asked for."""
+        url = f"{self.url}/getid"
+        try:
+            reply = self.session.get(url, params={"range": count, "mode": mode})
+        except requests.RequestException as err:
+            raise ServiceUnavailable(f"UniqueID at {url} could not be reached: {err}") from err
+        if reply.status_code != 200:
+            raise ServiceUnavailable(
+                f"UniqueID at {url} answered {reply.status_code}: {reply.text[:500]}")
+        body = reply.json()
+        start, end = int(body["startIndex"]), int(body["endIndex"])
+        if end - start + 1 != count:
+            raise ServiceUnavailable(
+                f"UniqueID at {url} gave ids {start}..{end} when {count} were asked for")
+        return start

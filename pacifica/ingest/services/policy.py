@@ -1,0 +1,58 @@
+"""The policy check: built-in rules, or the Pacifica Policy service."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import requests
+
+from ..errors import PolicyRejected, ServiceUnavailable
+
+
+class PolicyCheck(Protocol):
+    """Says whether a user may ingest this metadata."""
+
+    def check(self, metadata: list, user: str) -> None:
+        """Return if allowed; raise PolicyRejected with the reason if not."""
+
+
+class LocalPolicy:
+    """Built-in rules: the structure checks already passed; optionally require fields."""
+
+    def __init__(self, required_fields: tuple[str, ...] = ()):
+        self.required_fields = required_fields
+
+    def check(self, metadata: list, user: str) -> None:
+        """Reject a transaction that lacks a required Transactions.<field>."""
+        present = {e.get("destinationTable", "").split(".", 1)[-1] for e in metadata
+                   if str(e.get("destinationTable", "")).startswith("Transactions.")}
+        missing = [name for name in self.required_fields if name not in present]
+        if missing:
+            raise PolicyRejected("policy: the metadata must name " +
+                                 ", ".join(f"Transactions.{name}" for name in missing))
+
+
+class PolicyClient:
+    """``POST {ingest_url}`` with the metadata; the user travels in the auth header."""
+
+    def __init__(self, url: str, session: requests.Session, auth_header: str):
+        self.url = url
+        self.session = session
+        self.auth_header = auth_header
+
+    def check(self, metadata: list, user: str) -> None:
+        """Accept on {"status": "success"}; reject with the service's own message."""
+        try:
+            reply = self.session.post(self.url, json=metadata, headers={self.auth_header: user})
+        except requests.RequestException as err:
+            raise ServiceUnavailable(f"Policy at {self.url} could not be reached: {err}") from err
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {}
+        if reply.status_code == 200 and isinstance(body, dict) and body.get("status") == "success":
+            return
+        if reply.status_code >= 500 and not isinstance(body, dict):
+            raise ServiceUnavailable(f"Policy at {self.url} answered {reply.status_code}: "
+                                     f"{reply.text[:500]}")
+        message = body.get("message") if isinstance(body, dict) else None
+        raise PolicyRejected(f"policy rejected the upload: {message or reply.text[:1000]}")

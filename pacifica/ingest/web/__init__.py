@@ -1,0 +1,1 @@
+"""The HTTP frontend: CherryPy handlers that accept bundles and report job state."""

@@ -1,0 +1,108 @@
+"""Composition root of the frontend: build the handlers, tools and CherryPy config."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import cherrypy
+
+from .. import db
+from ..config import Settings
+from ..http import make_session
+from ..queue import Enqueuer, make_celery
+from ..services.ids import CounterIdSource, UniqueIdClient
+from .errors import error_page
+from .handlers import JobFiles, JobState, Move, Root, Upload
+from .intake import Intake
+from .staging import Staging
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseTool(cherrypy.Tool):
+    """Opens the thread's database connection for a request and closes it after."""
+
+    def __init__(self):
+        super().__init__("on_start_resource", self._connect, priority=10)
+
+    def _setup(self):
+        super()._setup()
+        cherrypy.request.hooks.attach("on_end_request", self._close)
+
+    @staticmethod
+    def _connect():
+        try:
+            db.database_proxy.connect(reuse_if_open=True)
+        except db.UNAVAILABLE_ERRORS as err:
+            raise cherrypy.HTTPError(503, "the job database is unavailable; try again shortly "
+                                          f"({err})") from err
+
+    @staticmethod
+    def _close():
+        try:
+            db.database_proxy.close()
+        except db.UNAVAILABLE_ERRORS:
+            pass
+
+
+cherrypy.tools.ingest_db = DatabaseTool()
+
+
+def default_enqueue(settings: Settings):
+    """Send tasks through Celery by name: the frontend never imports the pipeline."""
+    return Enqueuer(make_celery(settings), settings.celery.queue_name)
+
+
+def build_intake(settings: Settings, enqueue=None) -> Intake:
+    """The intake with the configured id source, staging volume and queue."""
+    ids = (UniqueIdClient(settings.services.uniqueid, make_session(settings.http))
+           if settings.services.uniqueid else CounterIdSource())
+    staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
+                      settings.ingest.max_bundle_size, settings.ingest.min_free_space)
+    return Intake(ids, staging, enqueue or default_enqueue(settings),
+                  owner=f"{socket.gethostname()}:{os.getpid()}")
+
+
+def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
+    """The WSGI application: routes, JSON errors, streaming upload bodies."""
+    db.bind(settings.database)
+    intake = build_intake(settings, enqueue)
+    auth = (settings.ingest.auth_header, settings.ingest.default_user)
+    root = Root()
+    root.upload = Upload(intake, *auth)
+    root.ingest = root.upload
+    root.move = Move(intake, *auth)
+    root.get_state = JobState()
+    root.get_files = JobFiles()
+    streaming = {"request.process_request_body": False}
+    config = {
+        "/": {
+            "request.dispatch": cherrypy.dispatch.MethodDispatcher(),
+            "error_page.default": error_page,
+            "tools.ingest_db.on": True,
+            "request.show_tracebacks": False,
+            "tools.encode.on": True,
+            "request.body.maxbytes": settings.ingest.max_metadata_size,
+        },
+        "/upload": streaming,
+        "/ingest": streaming,
+    }
+    app = cherrypy.Application(root, script_name="", config=config)
+    app.intake = intake
+    return app
+
+
+def server_config(settings: Settings, host: str, port: int) -> dict:
+    """CherryPy's own server: no body size cap (we stream and enforce our own), long timeouts."""
+    return {
+        "server.socket_host": host,
+        "server.socket_port": port,
+        "server.max_request_body_size": 0,
+        "server.socket_timeout": settings.ingest.socket_timeout,
+        "server.thread_pool": settings.ingest.thread_pool,
+        "engine.autoreload.on": False,
+        "checker.on": False,
+        "log.screen": False,
+        "environment": "production",
+    }

@@ -1,0 +1,107 @@
+"""HTTP handlers: read the request, call the intake or the job store, return a dict."""
+from __future__ import annotations
+
+import cherrypy
+
+from .. import catalog, jobs
+from .errors import json_errors
+from .intake import Intake
+
+
+def _user(auth_header: str, default_user: str) -> str:
+    return cherrypy.request.headers.get(auth_header, default_user)
+
+
+def _job_id(value) -> int:
+    if value is None:
+        raise cherrypy.HTTPError(400, "job_id is required, e.g. /get_state?job_id=1")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise cherrypy.HTTPError(400, f"job_id must be an integer, got {value!r}") from None
+
+
+class Root:
+    """``GET /``: the service is up."""
+
+    exposed = True
+
+    @cherrypy.tools.json_out()
+    def GET(self):  # pylint: disable=invalid-name
+        """Report that the service runs."""
+        return {"message": "Pacifica Ingest Up and Running"}
+
+
+class Upload:
+    """``POST /upload`` and ``POST /ingest``: a raw tar body, streamed to the volume."""
+
+    exposed = True
+
+    def __init__(self, intake: Intake, auth_header: str, default_user: str):
+        self.intake = intake
+        self.auth_header = auth_header
+        self.default_user = default_user
+
+    @cherrypy.tools.json_out()
+    @json_errors
+    def POST(self, **_params):  # pylint: disable=invalid-name
+        """Accept a bundle; answer with the new job's state."""
+        request = cherrypy.request
+        length = request.headers.get("Content-Length")
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if length is None and not chunked:
+            raise cherrypy.HTTPError(411, "send the bundle with a Content-Length header")
+        try:
+            length = None if length is None else int(length)
+        except ValueError:
+            raise cherrypy.HTTPError(400, f"Content-Length {length!r} is not a number") from None
+        if length == 0:
+            raise cherrypy.HTTPError(400, "the request body is empty: POST the tar bundle")
+        return self.intake.accept_bundle(request.rfile, length,
+                                         _user(self.auth_header, self.default_user))
+
+
+class Move:
+    """``POST /move``: metadata naming files already on the archive."""
+
+    exposed = True
+
+    def __init__(self, intake: Intake, auth_header: str, default_user: str):
+        self.intake = intake
+        self.auth_header = auth_header
+        self.default_user = default_user
+
+    @cherrypy.tools.json_out()
+    @cherrypy.tools.json_in()
+    @json_errors
+    def POST(self, **_params):  # pylint: disable=invalid-name
+        """Accept a move request; answer with the new job's state."""
+        return self.intake.accept_move(cherrypy.request.json,
+                                       _user(self.auth_header, self.default_user))
+
+
+class JobState:
+    """``GET /get_state?job_id=N``."""
+
+    exposed = True
+
+    @cherrypy.tools.json_out()
+    @json_errors
+    def GET(self, job_id=None, **_params):  # pylint: disable=invalid-name
+        """The job state object."""
+        return jobs.get(_job_id(job_id)).as_dict()
+
+
+class JobFiles:
+    """``GET /get_files?job_id=N``: what a job put in the embedded catalog."""
+
+    exposed = True
+
+    @cherrypy.tools.json_out()
+    @json_errors
+    def GET(self, job_id=None, **_params):  # pylint: disable=invalid-name
+        """The job's state, transaction and files with their archive ids."""
+        number = _job_id(job_id)
+        job = jobs.get(number)
+        return {"job": job.as_dict(), "transaction": catalog.transaction_of(number),
+                "files": catalog.files_of(number)}

@@ -1,0 +1,71 @@
+"""Accepting work: allocate the job, land the body on the volume, hand it to the broker."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import BinaryIO, Callable
+
+from .. import jobs
+from ..errors import UploadError
+from ..queue import submit
+from ..services.ids import MODE_JOB, IdSource
+from .staging import Staging
+
+logger = logging.getLogger(__name__)
+
+Enqueue = Callable[[int, str], None]
+
+
+class Intake:
+    """The frontend's one piece of logic, kept apart from HTTP so tus uploads reuse it."""
+
+    def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = ""):
+        self.ids = ids
+        self.staging = staging
+        self.enqueue = enqueue
+        self.owner = owner
+
+    def new_job(self, user: str, kind: str, length: int | None) -> int:
+        """Allocate an id and record the job as OK / UPLOADING / 0."""
+        job_id = self.ids.reserve(1, MODE_JOB)
+        jobs.create(job_id, user, kind=kind, bytes_expected=length, owner=self.owner)
+        return job_id
+
+    def accept_bundle(self, stream: BinaryIO, length: int | None, user: str) -> dict:
+        """Stream a POSTed tar to the volume and queue its ingest; return the job state."""
+        self.staging.check_room(length)
+        job_id = self.new_job(user, jobs.KIND_UPLOAD, length)
+
+        def report(received: int) -> None:
+            percent = 100.0 * received / length if length else 0.0
+            jobs.set_fields(job_id, bytes_received=received, task_percent=round(percent, 1))
+
+        try:
+            path = self.staging.receive(job_id, stream, length, report)
+        except UploadError as err:
+            jobs.fail(job_id, jobs.Step.UPLOADING, str(err))
+            err.job_id = job_id
+            raise
+        except BaseException as err:
+            jobs.fail(job_id, jobs.Step.UPLOADING, f"the upload could not be stored: {err!r}")
+            raise
+        return self.bundle_landed(job_id, path)
+
+    def bundle_landed(self, job_id: int, path: str) -> dict:
+        """A complete bundle is on the volume: record it and queue its ingest."""
+        size = os.path.getsize(path)
+        jobs.set_fields(job_id, path=path, bytes_received=size, task_percent=100.0,
+                        queue_state=jobs.WAITING)
+        submit(job_id, jobs.KIND_UPLOAD, self.enqueue)
+        return jobs.get(job_id).as_dict()
+
+    def accept_move(self, document, user: str) -> dict:
+        """Record a move request (metadata naming files already archived) and queue it."""
+        if not isinstance(document, list):
+            raise UploadError("a move request is a JSON list of metadata objects", status=400)
+        job_id = self.new_job(user, jobs.KIND_MOVE, None)
+        path = self.staging.write_document(job_id, json.dumps(document).encode("utf-8"))
+        jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING)
+        submit(job_id, jobs.KIND_MOVE, self.enqueue)
+        return jobs.get(job_id).as_dict()

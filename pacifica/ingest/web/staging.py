@@ -1,0 +1,121 @@
+"""The volume where bundles land: stream to ``<id>.part``, fsync, rename to ``<id>.tar``."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import BinaryIO, Callable
+
+from ..errors import UploadError
+
+logger = logging.getLogger(__name__)
+
+
+class Staging:
+    """Bundles on the volume, named by job id."""
+
+    def __init__(self, volume_path: str, transfer_size: int, max_size: int = 0,
+                 min_free_space: int = 0):
+        self.volume_path = volume_path
+        self.transfer_size = transfer_size
+        self.max_size = max_size
+        self.min_free_space = min_free_space
+        os.makedirs(volume_path, exist_ok=True)
+
+    def path_for(self, job_id: int, suffix: str = ".tar") -> str:
+        """The bundle path of a job."""
+        return os.path.join(self.volume_path, f"{job_id}{suffix}")
+
+    def check_room(self, length: int | None) -> None:
+        """Refuse, before any byte is read, a body over the size cap or the free space."""
+        if length is not None and self.max_size and length > self.max_size:
+            raise UploadError(f"the bundle is {length} bytes, over the {self.max_size}-byte "
+                              "limit of this service", status=413)
+        free = shutil.disk_usage(self.volume_path).free
+        need = (length or 0) + self.min_free_space
+        if need > free:
+            raise UploadError(f"not enough space on the volume for this bundle: it needs {need} "
+                              f"bytes, {free} are free; try again later", status=507)
+
+    def receive(self, job_id: int, stream: BinaryIO, length: int | None,
+                on_progress: Callable[[int], None] | None = None) -> str:
+        """Copy the body to ``<id>.part``, fsync and rename; remove the partial file on any error."""
+        partial = self.path_for(job_id, ".tar.part")
+        try:
+            with open(partial, "wb") as target:
+                self._copy(stream, target, length, on_progress)
+                target.flush()
+                os.fsync(target.fileno())
+            final = self.path_for(job_id)
+            os.replace(partial, final)
+            _fsync_directory(self.volume_path)
+            return final
+        except BaseException:
+            _unlink(partial)
+            raise
+
+    def _copy(self, stream, target, length, on_progress) -> int:
+        received = 0
+        last_report = time.monotonic()
+        while length is None or received < length:
+            want = self.transfer_size if length is None else min(self.transfer_size,
+                                                                 length - received)
+            try:
+                chunk = stream.read(want)
+            except (OSError, ValueError) as err:
+                raise _interrupted(received, length, err) from err
+            if not chunk:
+                if length is None:
+                    break
+                raise _interrupted(received, length, None)
+            received += len(chunk)
+            if self.max_size and received > self.max_size:
+                raise UploadError(f"the bundle is over the {self.max_size}-byte limit of this "
+                                  f"service ({received} bytes received so far)", status=413)
+            try:
+                target.write(chunk)
+            except OSError as err:
+                raise UploadError(f"the volume could not store the bundle after {received} "
+                                  f"bytes: {err.strerror}", status=507) from err
+            if on_progress and time.monotonic() - last_report >= 1.0:
+                last_report = time.monotonic()
+                on_progress(received)
+        return received
+
+    def write_document(self, job_id: int, data: bytes, suffix: str = ".json") -> str:
+        """Write a small document (a move request) durably under the job's name."""
+        final = self.path_for(job_id, suffix)
+        with open(final + ".part", "wb") as target:
+            target.write(data)
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(final + ".part", final)
+        return final
+
+    def discard(self, job_id: int) -> None:
+        """Remove whatever the job left on the volume."""
+        for suffix in (".tar.part", ".tar", ".json"):
+            _unlink(self.path_for(job_id, suffix))
+
+
+def _interrupted(received: int, length: int | None, err) -> UploadError:
+    expected = f"of {length} " if length is not None else ""
+    cause = f" ({err})" if err else ""
+    return UploadError(f"the upload was interrupted: {received} bytes {expected}arrived before the "
+                       f"client stopped sending{cause}; upload the bundle again", status=400)
+
+
+def _fsync_directory(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,33 @@
+"""Packaging for pacifica-ingest."""
+from setuptools import find_namespace_packages, setup
+
+setup(
+    name="pacifica-ingest",
+    version="1.0.0",
+    description="Pacifica Ingest: receive, verify and archive scientific data bundles",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_namespace_packages(include=["pacifica.*"]),
+    py_modules=[],
+    install_requires=[
+        "celery>=5.3,<6",
+        "kombu>=5.3,<6",
+        "peewee>=3.17,<5",
+        "PyMySQL>=1.0",
+        "cherrypy>=18.8",
+        "requests>=2.28",
+    ],
+    extras_require={
+        "mysql": ["PyMySQL>=1.0"],
+        "redis": ["redis>=4.5"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "redis>=4.5",
+                 "gunicorn>=21"],
+    },
+    entry_points={
+        "console_scripts": [
+            "pacifica-ingest=pacifica.ingest.server:main",
+            "pacifica-ingest-cmd=pacifica.ingest.admin:main",
+        ],
+    },
+)
