@@ -1,0 +1,33 @@
+"""Shared fixtures: one real stack (frontend + Celery worker) per session, fresh ones on demand."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness import Stack  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """A running frontend and worker on the backends the environment chooses."""
+    running = Stack(str(tmp_path_factory.mktemp("stack"))).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def make_stack(tmp_path):
+    """Build extra stacks (stopped at the end of the test)."""
+    made = []
+
+    def build(**options) -> Stack:
+        made.append(Stack(str(tmp_path / f"stack{len(made)}"), **options))
+        return made[-1]
+
+    yield build
+    for item in made:
+        item.stop()

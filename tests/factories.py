@@ -1,0 +1,100 @@
+"""Bundles built on the fly: good ones, and every kind of broken one."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+
+TRANSACTION = [
+    {"destinationTable": "Transactions.submitter", "value": 10},
+    {"destinationTable": "Transactions.project", "value": "1234a"},
+    {"destinationTable": "Transactions.instrument", "value": 54},
+    {"destinationTable": "TransactionKeyValue", "key": "Tag", "value": "foo"},
+]
+
+
+def file_entry(path: str, data: bytes, hashtype: str = "sha1", subdir: str | None = None,
+               **overrides) -> dict:
+    """A Files entry for ``data`` stored as ``data/<path>``; subdir in the original's form."""
+    directory, _, name = path.rpartition("/")
+    entry = {
+        "destinationTable": "Files",
+        "name": name,
+        "subdir": subdir if subdir is not None else f"data/{directory}/" if directory else "data/",
+        "size": len(data),
+        "hashtype": hashtype,
+        "hashsum": hashlib.new(hashtype, data).hexdigest(),
+        "mimetype": "application/octet-stream",
+        "ctime": "Tue Nov 29 14:09:05 PST 2016",
+        "mtime": "Tue Nov 29 14:09:05 PST 2016",
+    }
+    entry.update(overrides)
+    return entry
+
+
+@dataclass
+class Extra:
+    """A raw tar member to add as is (links, devices, odd names)."""
+
+    info: tarfile.TarInfo
+    data: bytes = b""
+
+
+def member(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, linkname: str = "") -> Extra:
+    """A raw member of any type."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.size = len(data) if kind in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0
+    return Extra(info, data)
+
+
+@dataclass
+class BundleSpec:
+    """Files (path under data/ -> bytes), their metadata, and how to lay out the tar."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    hashtype: str = "sha1"
+    metadata: list | None = None  # None: generated from files
+    metadata_raw: bytes | None = None  # exact bytes of metadata.txt (overrides metadata)
+    metadata_last: bool = True
+    include_metadata: bool = True
+    extras: list[Extra] = field(default_factory=list)
+    tar_format: int = tarfile.PAX_FORMAT
+
+    def entries(self) -> list:
+        """The metadata list this bundle carries."""
+        if self.metadata is not None:
+            return self.metadata
+        return TRANSACTION + [file_entry(path, data, self.hashtype)
+                              for path, data in self.files.items()]
+
+    def build(self) -> bytes:
+        """The tar bytes."""
+        buffer = io.BytesIO()
+        raw = self.metadata_raw if self.metadata_raw is not None else json.dumps(
+            self.entries()).encode("utf-8")
+        with tarfile.open(fileobj=buffer, mode="w", format=self.tar_format) as tar:
+            if self.include_metadata and not self.metadata_last:
+                _add(tar, "metadata.txt", raw)
+            for path, data in self.files.items():
+                _add(tar, f"data/{path}", data)
+            for extra in self.extras:
+                tar.addfile(extra.info, io.BytesIO(extra.data) if extra.info.size else None)
+            if self.include_metadata and self.metadata_last:
+                _add(tar, "metadata.txt", raw)
+        return buffer.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 1480457345
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_bundle(files: dict[str, bytes] | None = None, **options) -> bytes:
+    """Shorthand: the tar bytes of a BundleSpec."""
+    return BundleSpec(files=dict(files or {}), **options).build()

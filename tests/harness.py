@@ -1,0 +1,268 @@
+"""Real processes for end-to-end tests and benchmarks: a frontend, workers, a database, a broker.
+
+The database and broker are chosen by environment, not by editing code:
+``INGEST_TEST_DATABASE`` = ``sqlite`` (default) | ``mariadb``;
+``INGEST_TEST_BROKER`` = ``filesystem`` (default) | ``rabbitmq`` | ``redis``.
+Each Stack gets its own database (a fresh MariaDB schema) and its own queue name,
+so runs never see each other's jobs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import closing
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+MARIADB = dict(host=os.environ.get("INGEST_TEST_MYSQL_HOST", "127.0.0.1"),
+               port=int(os.environ.get("INGEST_TEST_MYSQL_PORT", "3306")), user="root",
+               password="")
+BROKERS = {
+    "filesystem": "filesystem://",
+    "rabbitmq": os.environ.get("INGEST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+    "redis": os.environ.get("INGEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+}
+READY_TIMEOUT = 60
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chosen_database() -> str:
+    """The database kind the environment asks for."""
+    return os.environ.get("INGEST_TEST_DATABASE", "sqlite")
+
+
+def chosen_broker() -> str:
+    """The broker kind the environment asks for."""
+    return os.environ.get("INGEST_TEST_BROKER", "filesystem")
+
+
+class Database:
+    """A fresh database for one stack: a SQLite file or a new MariaDB schema."""
+
+    def __init__(self, kind: str, base: str):
+        self.kind = kind
+        self.name = f"ingest_test_{uuid.uuid4().hex[:12]}"
+        if kind == "sqlite":
+            self.url = f"sqlite:///{os.path.join(base, 'ingest.sqlite3')}"
+        elif kind == "mariadb":
+            self._mysql(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
+            self.url = f"mysql://{MARIADB['user']}@{MARIADB['host']}:{MARIADB['port']}/{self.name}"
+        else:
+            raise ValueError(f"unknown INGEST_TEST_DATABASE {kind!r}")
+
+    @staticmethod
+    def _mysql(statement: str) -> None:
+        import pymysql  # pylint: disable=import-outside-toplevel
+        connection = pymysql.connect(**MARIADB)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def drop(self) -> None:
+        """Remove the MariaDB schema (a SQLite file goes with its directory)."""
+        if self.kind == "mariadb":
+            self._mysql(f"DROP DATABASE IF EXISTS `{self.name}`")
+
+
+class Stack:
+    """One frontend and N workers sharing a volume, an archive, a database and a queue."""
+
+    def __init__(self, base: str, database: str | None = None, broker: str | None = None,
+                 workers: int = 1, concurrency: int = 2, extra_env: dict | None = None):
+        self.base = base
+        os.makedirs(base, exist_ok=True)
+        self.volume = os.path.join(base, "volume")
+        self.archive = os.path.join(base, "archive")
+        self.database = Database(database or chosen_database(), base)
+        self.broker_kind = broker or chosen_broker()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(os.environ)
+        self.env.update({
+            "VOLUME_PATH": self.volume,
+            "ARCHIVE_PATH": self.archive,
+            "PEEWEE_URL": self.database.url,
+            "BROKER_URL": BROKERS[self.broker_kind],
+            "INGEST_CELERY_QUEUE_PATH": os.path.join(base, "queue"),
+            "INGEST_CELERY_QUEUE_NAME": f"ingest-{uuid.uuid4().hex[:10]}",
+            "INGEST_CELERY_CONCURRENCY": str(concurrency),
+            "INGEST_INGEST_PROGRESS_INTERVAL": "0.1",
+            "INGEST_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.env.pop("INGEST_CONFIG", None)
+        self.env.update(extra_env or {})
+        self.frontend: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.worker_count = workers
+        self._logs: list = []
+        self.session = requests.Session()
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(os.path.join(self.base, f"{name}.log"), "ab")  # pylint: disable=consider-using-with
+        self._logs.append(log)
+        return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=self.base, start_new_session=True)
+
+    def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``pacifica-ingest-cmd`` with this stack's settings."""
+        result = subprocess.run([sys.executable, "-m", "pacifica.ingest.admin", *args],
+                                env=self.env, cwd=self.base, capture_output=True, text=True,
+                                timeout=120, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"pacifica-ingest-cmd {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def start_frontend(self, wait: bool = True) -> subprocess.Popen:
+        """Start the frontend on this stack's port."""
+        self.frontend = self._spawn("frontend", [sys.executable, "-m", "pacifica.ingest", "-p",
+                                                 str(self.port), "-a", "127.0.0.1"])
+        if wait:
+            self.wait_ready()
+        return self.frontend
+
+    def start_worker(self) -> subprocess.Popen:
+        """Start one more Celery worker process."""
+        index = len(self.workers)
+        worker = self._spawn(f"worker{index}", [
+            sys.executable, "-m", "celery", "-A", "pacifica.ingest.tasks", "worker",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"w{index}-{uuid.uuid4().hex[:6]}@%h"])
+        self.workers.append(worker)
+        return worker
+
+    def start(self) -> "Stack":
+        """dbsync, then the frontend and the workers."""
+        self.admin("dbsync")
+        self.start_frontend()
+        for _ in range(self.worker_count):
+            self.start_worker()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait until ``GET /`` answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.frontend is not None and self.frontend.poll() is not None:
+                raise AssertionError(f"frontend exited with {self.frontend.returncode}:\n"
+                                     + self.log("frontend"))
+            try:
+                if self.session.get(self.url + "/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("frontend did not come up:\n" + self.log("frontend"))
+
+    @staticmethod
+    def kill(process: subprocess.Popen | None, sig: int = signal.SIGTERM,
+             timeout: float = 30) -> None:
+        """Signal a process group and wait for it (SIGKILL if it will not stop)."""
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop every process and drop the database."""
+        for worker in self.workers:
+            self.kill(worker)
+        self.kill(self.frontend)
+        for log in self._logs:
+            log.close()
+        self.session.close()
+        self.database.drop()
+
+    def log(self, name: str) -> str:
+        """The tail of a process's log."""
+        path = os.path.join(self.base, f"{name}.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, "rb") as handle:
+            return handle.read()[-6000:].decode("utf-8", "replace")
+
+    # -- client ----------------------------------------------------------------------------
+
+    def upload(self, body: bytes, path: str = "/upload", headers: dict | None = None) -> dict:
+        """POST a bundle; return the JSON answer (asserting 200)."""
+        reply = self.session.post(self.url + path, data=body, timeout=120,
+                                  headers={"Content-Type": "application/octet-stream",
+                                           **(headers or {})})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def state(self, job_id: int) -> dict:
+        """The job state object."""
+        reply = self.session.get(self.url + "/get_state", params={"job_id": job_id}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def wait(self, job_id: int, timeout: float = 120) -> dict:
+        """Poll until the job is complete or FAILED, as the real client does."""
+        deadline = time.monotonic() + timeout
+        state = self.state(job_id)
+        while time.monotonic() < deadline:
+            state = self.state(job_id)
+            if state["complete"] or state["state"] == "FAILED":
+                return state
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not finish in {timeout}s: {state}\n"
+                             + "\n".join(self.log(f"worker{n}") for n in range(len(self.workers))))
+
+    def ingest(self, body: bytes, timeout: float = 120, **kwargs) -> dict:
+        """Upload and wait for the outcome."""
+        return self.wait(self.upload(body, **kwargs)["job_id"], timeout)
+
+    def files(self, job_id: int) -> dict:
+        """What a job put in the embedded catalog."""
+        reply = self.session.get(self.url + "/get_files", params={"job_id": job_id}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def archive_path(self, file_id: int) -> str:
+        """Where the local archive keeps a file id."""
+        return os.path.join(self.archive, str(file_id // 1_000_000), str(file_id // 1000 % 1000),
+                            str(file_id))
+
+    def archive_files(self) -> list[str]:
+        """Every file under the archive directory (partial copies included)."""
+        found = []
+        for folder, _, names in os.walk(self.archive):
+            found.extend(os.path.join(folder, name) for name in names)
+        return sorted(found)
+
+    def volume_files(self) -> list[str]:
+        """Every file on the volume."""
+        if not os.path.isdir(self.volume):
+            return []
+        return sorted(os.listdir(self.volume))
+
+    def clean(self) -> None:
+        """Forget the archive's contents (between tests sharing a stack)."""
+        shutil.rmtree(self.archive, ignore_errors=True)

@@ -1,0 +1,114 @@
+"""End to end over HTTP: a real frontend and a real Celery worker on the chosen backends."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from factories import TRANSACTION, BundleSpec, file_entry, make_bundle
+
+pytestmark = pytest.mark.e2e
+
+
+def assert_archived(stack, job_id: int, files: dict[str, bytes]) -> None:
+    """Every file is in the archive byte for byte, under the id the catalog gives it."""
+    listing = stack.files(job_id)["files"]
+    assert len(listing) == len(files)
+    for entry in listing:
+        path = f"{entry['subdir']}/{entry['name']}" if entry["subdir"] else entry["name"]
+        with open(stack.archive_path(entry["_id"]), "rb") as handle:
+            assert handle.read() == files[path], path
+        assert entry["size"] == len(files[path])
+
+
+def test_good_bundle_is_archived_and_recorded(stack):
+    files = {
+        "a/b/foo.txt": b"foo\n",
+        "a/c/bar.txt": b"bar" * 1000,
+        "日本語/スペース と & 😀.dat": os.urandom(70_000),
+        "empty.bin": b"",
+        "/".join(f"level{n}" for n in range(30)) + "/deep.txt": b"deep",
+    }
+    state = stack.ingest(make_bundle(files))
+    assert state["state"] == "OK", state
+    assert (state["task"], state["task_percent"], state["complete"]) == ("ingest metadata",
+                                                                         "100.0", True)
+    assert_archived(stack, state["job_id"], files)
+    listing = stack.files(state["job_id"])
+    assert listing["transaction"]["project"] == "1234a"
+    assert listing["transaction"]["key_values"] == {"Tag": "foo"}
+    assert not [name for name in stack.volume_files() if name.startswith(f"{state['job_id']}.")]
+
+
+@pytest.mark.parametrize("hashtype", ["sha1", "sha256", "md5", "sha512", "blake2b"])
+def test_hash_algorithms(stack, hashtype):
+    files = {"x/file.bin": os.urandom(5000)}
+    state = stack.ingest(make_bundle(files, hashtype=hashtype))
+    assert state["state"] == "OK", state
+    assert_archived(stack, state["job_id"], files)
+
+
+def test_metadata_first_or_last(stack):
+    files = {"a.txt": b"first"}
+    for last in (True, False):
+        state = stack.ingest(make_bundle(files, metadata_last=last))
+        assert state["state"] == "OK", state
+
+
+@pytest.mark.parametrize("subdir", ["data/a/b/", "a/b", "data//a//b", "/a/b/", "./a/b"])
+def test_subdir_spellings(stack, subdir):
+    data = b"spelling"
+    metadata = TRANSACTION + [file_entry("a/b/f.txt", data, subdir=subdir)]
+    state = stack.ingest(make_bundle({"a/b/f.txt": data}, metadata=metadata))
+    assert state["state"] == "OK", state
+    assert stack.files(state["job_id"])["files"][0]["subdir"] == "a/b"
+
+
+def test_directory_literally_named_data(stack):
+    """pacifica-cli stores a folder named data as data/data/x with subdir 'data'."""
+    data = b"inside a folder named data"
+    metadata = TRANSACTION + [file_entry("data/x", data, subdir="data")]
+    state = stack.ingest(make_bundle({"data/x": data}, metadata=metadata))
+    assert state["state"] == "OK", state
+    assert stack.files(state["job_id"])["files"][0]["subdir"] == "data"
+    assert_archived(stack, state["job_id"], {"data/x": data})
+
+
+def test_ingest_path_is_the_same_as_upload(stack):
+    state = stack.wait(stack.upload(make_bundle({"z.txt": b"z"}), path="/ingest")["job_id"])
+    assert state["state"] == "OK", state
+
+
+def test_post_answer_is_the_job_state(stack):
+    answer = stack.upload(make_bundle({"q.txt": b"q"}))
+    assert set(answer) == {"job_id", "state", "task", "task_percent", "complete", "updated",
+                           "created", "exception"}
+    assert isinstance(answer["job_id"], int) and isinstance(answer["task_percent"], str)
+    assert answer["state"] == "OK" and answer["task"] == "UPLOADING"
+    float(answer["task_percent"])
+    stack.wait(answer["job_id"])
+
+
+def test_auth_header_user_is_recorded(stack):
+    state = stack.ingest(make_bundle({"u.txt": b"u"}), headers={"X-Http-Authed-User": "alice"})
+    assert stack.files(state["job_id"])["transaction"]["user"] == "alice"
+    state = stack.ingest(make_bundle({"v.txt": b"v"}))
+    assert stack.files(state["job_id"])["transaction"]["user"] == "root"
+
+
+def test_file_ids_are_unique_across_jobs(stack):
+    ids = []
+    for n in range(3):
+        state = stack.ingest(make_bundle({f"f{n}/a": b"a", f"f{n}/b": b"b"}))
+        ids += [entry["_id"] for entry in stack.files(state["job_id"])["files"]]
+    assert len(ids) == len(set(ids)) == 6
+
+
+def test_larger_bundle_bytes_survive(stack):
+    files = {f"big/part{n}.bin": os.urandom(3 * 1024 * 1024 + n) for n in range(3)}
+    state = stack.ingest(make_bundle(files))
+    assert state["state"] == "OK", state
+    for entry in stack.files(state["job_id"])["files"]:
+        with open(stack.archive_path(entry["_id"]), "rb") as handle:
+            assert hashlib.sha1(handle.read()).hexdigest() == entry["hashsum"]
