@@ -61,8 +61,10 @@ class MemberReader(io.RawIOBase):
 class Bundle:
     """An opened, checked tar bundle on disk."""
 
-    def __init__(self, path: str, members: dict[str, Member], metadata: Member | None):
+    def __init__(self, path: str, members: dict[str, Member], metadata: Member | None,
+                 limits: BundleLimits = BundleLimits()):
         self.path = path
+        self.limits = limits
         self.members = members
         self.metadata_member = metadata
         self._file = open(path, "rb")  # pylint: disable=consider-using-with
@@ -86,6 +88,9 @@ class Bundle:
         """The bytes of metadata.txt."""
         if self.metadata_member is None:
             raise MetadataError("the bundle has no metadata.txt at its top level")
+        if self.metadata_member.size > self.limits.max_metadata_size:
+            raise MetadataError(f"metadata.txt is {self.metadata_member.size} bytes, over the "
+                                f"{self.limits.max_metadata_size}-byte limit")
         return self.open(self.metadata_member).read()
 
     def open(self, member: Member) -> io.BufferedReader:
@@ -96,7 +101,7 @@ class Bundle:
     def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "Bundle":
         """Open and check a bundle; raise BundleError listing every unsafe member."""
         members, metadata = scan(path, limits)
-        return cls(path, members, metadata)
+        return cls(path, members, metadata, limits)
 
 
 def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | None]:
@@ -158,11 +163,6 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
                         "marker (was the upload cut short?)")
     if problems:
         raise BundleError("the bundle is not acceptable:", problems)
-    if metadata is None:
-        raise MetadataError("the bundle has no metadata.txt at its top level")
-    if metadata.size > limits.max_metadata_size:
-        raise MetadataError(f"metadata.txt is {metadata.size} bytes, over the "
-                            f"{limits.max_metadata_size}-byte limit")
     if limits.max_total_size and total > limits.max_total_size:
         raise BundleError(f"the bundle's members claim {total} bytes, over the "
                           f"{limits.max_total_size}-byte limit")
