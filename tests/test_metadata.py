@@ -1,0 +1,75 @@
+"""metadata.txt parsing, validation and member placement (pure)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pacifica.ingest import metadata
+from pacifica.ingest.errors import MetadataError
+from factories import TRANSACTION, file_entry
+
+
+def parse(entries) -> metadata.IngestMetadata:
+    return metadata.parse(json.dumps(entries).encode())
+
+
+def test_good_metadata_parses():
+    parsed = parse(TRANSACTION + [file_entry("a/b/foo.txt", b"foo\n")])
+    assert len(parsed.entries) == 5 and parsed.files[0].name == "foo.txt"
+
+
+@pytest.mark.parametrize("subdir, member", [
+    ("data/a/b/", "data/a/b/foo.txt"), ("a/b", "data/a/b/foo.txt"),
+    ("data//a/b", "data/a/b/foo.txt"), ("", "data/foo.txt"), ("data", "data/foo.txt"),
+])
+def test_placement_of_subdir_spellings(subdir, member):
+    entry = parse([file_entry("x/foo.txt", b"1", subdir=subdir)]).files[0]
+    placed = metadata.place_files([entry], {member})
+    assert placed[0].member == member
+
+
+def test_folder_named_data_prefers_the_literal_member():
+    entry = parse([file_entry("data/x", b"1", subdir="data")]).files[0]
+    placed = metadata.place_files([entry], {"data/data/x"})
+    assert (placed[0].member, placed[0].subdir) == ("data/data/x", "data")
+
+
+def test_with_ids_adds_ids_clipped_subdirs_and_the_transaction():
+    parsed = parse(TRANSACTION + [file_entry("a/b/foo.txt", b"foo\n"),
+                                  {"destinationTable": "Transactions._id", "value": 1}])
+    placed = metadata.place_files(parsed.files, {"data/a/b/foo.txt"})
+    final = metadata.with_ids(parsed.entries, placed, first_id=100, job_id=7)
+    files = [e for e in final if e["destinationTable"] == "Files"]
+    assert files[0]["_id"] == 100 and files[0]["subdir"] == "a/b"
+    assert [e for e in final if e["destinationTable"] == "Transactions._id"] == [
+        {"destinationTable": "Transactions._id", "value": 7}]
+
+
+@pytest.mark.parametrize("raw, words", [
+    (b"[", "not valid JSON"), (b"{}", "JSON list"), (b"\xff\xfe", "not UTF-8"),
+    (b"[" * 100 + b"]" * 100, "nests deeper"),
+])
+def test_unreadable_metadata(raw, words):
+    with pytest.raises(MetadataError, match=words):
+        metadata.parse(raw)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"name": "a/b"}, "plain file name"), ({"name": ".."}, "plain file name"),
+    ({"subdir": "../etc"}, "climbs out"), ({"size": -1}, "whole number"),
+    ({"size": True}, "whole number"), ({"hashtype": "shake_128"}, "unknown hashtype"),
+    ({"hashsum": "xyz"}, "not a sha1 hex digest"),
+])
+def test_bad_file_entries(changes, words):
+    with pytest.raises(MetadataError) as raised:
+        parse([dict(file_entry("a.txt", b"a"), **changes)])
+    assert words in str(raised.value)
+
+
+def test_unlisted_and_missing_members_are_all_reported():
+    entry = parse([file_entry("a.txt", b"a")]).files[0]
+    with pytest.raises(MetadataError) as raised:
+        metadata.place_files([entry], {"data/b.txt", "data/c.txt"})
+    text = str(raised.value)
+    assert "data/a.txt" in text and "data/b.txt: in the bundle" in text and "data/c.txt" in text
