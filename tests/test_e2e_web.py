@@ -1,6 +1,8 @@
 """The HTTP surface over a real server: JSON everywhere, streaming uploads, interrupted bodies."""
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import time
 
@@ -89,13 +91,16 @@ def test_client_gone_mid_body_fails_the_job_and_removes_the_partial(stack):
 def test_state_is_served_while_an_upload_streams(stack):
     """A slow upload holds one thread; get_state still answers meanwhile."""
     body = make_bundle({"slow.bin": b"s" * 2_000_000})
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=30) as sock:
-        sock.sendall((f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
-                      ).encode() + body[:1_000_000])
-        for _ in range(5):
-            assert requests.get(stack.url + "/", timeout=10).status_code == 200
-        sock.sendall(body[1_000_000:])
-        answer = sock.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 200")
-    job_id = int(answer.split('"job_id": ')[1].split(",")[0])
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=30)
+    connection.putrequest("POST", "/upload")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders()
+    connection.send(body[:1_000_000])
+    for _ in range(5):
+        assert requests.get(stack.url + "/", timeout=10).status_code == 200
+    connection.send(body[1_000_000:])
+    reply = connection.getresponse()
+    assert reply.status == 200
+    job_id = json.loads(reply.read())["job_id"]
+    connection.close()
     assert stack.wait(job_id)["state"] == "OK"
