@@ -8,6 +8,7 @@ so runs never see each other's jobs.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -216,6 +217,12 @@ class Stack:
                                            **(headers or {})})
         assert reply.status_code == 200, reply.text
         return reply.json()
+
+    def move(self, document) -> requests.Response:
+        """POST a move request (a JSON document, or raw bytes sent as they are)."""
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        return self.session.post(self.url + "/move", data=body, timeout=60,
+                                 headers={"Content-Type": "application/json"})
 
     def state(self, job_id: int) -> dict:
         """The job state object."""

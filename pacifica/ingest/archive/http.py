@@ -11,7 +11,7 @@ import requests
 from . import FileSource
 from ..config import Settings
 from ..errors import ArchiveError, ServiceUnavailable
-from ..http import make_session
+from ..http import make_session, reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,11 @@ class HttpArchive:
             else:
                 if reply.status_code < 500:
                     return reply
-                error = f"answered {reply.status_code}: {reply.text[:500]}"
+                error = f"answered {reply.status_code}: {reply_message(reply)}"
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
-        raise ServiceUnavailable(f"{what} at {self.url} {error} (after {self.retries + 1} tries)")
+        raise ServiceUnavailable(f"{what}: the Archive Interface at {self.url} {error} "
+                                 f"(after {self.retries + 1} tries)")
 
     def store(self, file_id: int, source: FileSource) -> None:
         """PUT the bytes, then check the hash we saw and the size the archive saw."""
@@ -84,7 +85,7 @@ class HttpArchive:
         reply = self._call(f"storing {source.label} as file id {file_id}", send)
         if reply.status_code >= 400:
             raise ArchiveError(f"the Archive Interface refused {source.label} (file id {file_id}): "
-                               f"{reply.status_code} {_message(reply)}")
+                               f"{reply.status_code} {reply_message(reply)}")
         source.verify(readers[-1])
         try:
             total = int(reply.json().get("total_bytes"))
@@ -102,7 +103,7 @@ class HttpArchive:
                            lambda: self.session.patch(url, json={"path": source_path}))
         if reply.status_code >= 400:
             raise ArchiveError(f"the Archive Interface refused to move {source_path} to file id "
-                               f"{file_id}: {reply.status_code} {_message(reply)}")
+                               f"{file_id}: {reply.status_code} {reply_message(reply)}")
 
     def remove(self, file_id: int) -> bool:
         """The Archive Interface has no delete."""
@@ -111,12 +112,3 @@ class HttpArchive:
     def sync(self) -> None:
         """The Archive Interface answers only once the bytes are stored."""
 
-
-def _message(reply: requests.Response) -> str:
-    try:
-        body = reply.json()
-    except ValueError:
-        return reply.text[:500]
-    if isinstance(body, dict):
-        return str(body.get("message") or body)[:1000]
-    return str(body)[:1000]
