@@ -11,6 +11,7 @@ import os
 import re
 
 import pytest
+import requests
 
 import pacifica_services as pac
 from factories import TRANSACTION, file_entry, make_bundle
@@ -158,6 +159,7 @@ def test_archive_interface_down_fails_naming_its_url(services, tmp_path):
     assert state["task"] == "ingest files"
     assert f"the Archive Interface at {dead} could not be reached" in state["exception"]
     assert "(after 3 tries)" in state["exception"]
+    assert "may already be" not in state["exception"]  # never connected: nothing got there
 
 
 def test_full_chain_lands_in_archive_and_metadata(services, full_chain):
@@ -268,3 +270,39 @@ def test_move_of_a_missing_file_fails_with_the_archive_interfaces_message(servic
     assert state["task"] == "move files"
     assert "No such file or directory" in state["exception"]
     assert services["archive"].url in state["exception"]
+
+
+def test_a_transaction_metadata_already_holds_counts_as_recorded(services, full_chain):
+    """An earlier try got through (lost answer, redelivered task): not a failure, no loss."""
+    uniqueid, data = services["uniqueid"].url, b"recorded before"
+    job_id = pac.take_id(uniqueid, "upload_job") + 1  # the ids our next job will get
+    file_id = pac.take_id(uniqueid, "file") + 1
+    entry = file_entry("again.txt", data)
+    earlier = TRANSACTION + [dict(entry, _id=file_id, subdir=""),
+                             {"destinationTable": "Transactions._id", "value": job_id}]
+    assert requests.put(services["metadata"].url + "/ingest", json=earlier,
+                        timeout=30).json() == {"status": "success"}
+
+    state = full_chain.ingest(make_bundle({"again.txt": data}, metadata=TRANSACTION + [entry]))
+
+    assert state["job_id"] == job_id
+    assert state["state"] == "OK", state
+    assert stored(services, file_id) == data
+
+
+def test_someone_elses_transaction_with_our_id_is_a_refusal(services, full_chain):
+    uniqueid = services["uniqueid"].url
+    job_id = pac.take_id(uniqueid, "upload_job") + 1
+    other = TRANSACTION + [dict(file_entry("theirs.txt", b"theirs"), _id=10**9 + job_id),
+                           {"destinationTable": "Transactions._id", "value": job_id}]
+    assert requests.put(services["metadata"].url + "/ingest", json=other,
+                        timeout=30).json() == {"status": "success"}
+
+    state = full_chain.ingest(make_bundle({"ours.txt": b"ours"}))
+
+    assert state["job_id"] == job_id
+    assert state["state"] == "FAILED", state
+    assert state["task"] == "ingest metadata"
+    assert "the Metadata service refused the transaction (400): Could not insert records " \
+           f"[ID: {job_id}] due to duplicated ID values" in state["exception"]
+    assert "may already be in the Archive Interface" in state["exception"]
