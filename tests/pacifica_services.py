@@ -20,7 +20,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -361,8 +360,3 @@ def prefilled_template(submitter: int, project: str, instrument: int, tag: str) 
             item("Transactions.project", "project", project),
             item("Transactions.instrument", "instrument", instrument),
             item("TransactionKeyValue", "tag", tag, key="Tag")]
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a folder the archive interface made read-only files in."""
-    shutil.rmtree(path, ignore_errors=True)

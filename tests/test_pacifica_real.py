@@ -36,17 +36,29 @@ def pacifica_installed():
 
 
 @pytest.fixture(scope="session")
-def services(pacifica_installed, tmp_path_factory):
-    """UniqueID, Archive Interface, Metadata (PostgreSQL) and Policy, started once."""
-    base = tmp_path_factory.mktemp("pacifica")
+def core(pacifica_installed, tmp_path_factory):
+    """UniqueID and the Archive Interface (POSIX), started once."""
+    base = tmp_path_factory.mktemp("pacifica-core")
     started = {}
     try:
         started["uniqueid"] = pac.start_uniqueid(base)
         started["archive"] = pac.start_archiveinterface(base)
+        yield started
+    finally:
+        for service in reversed(list(started.values())):
+            service.stop()
+
+
+@pytest.fixture(scope="session")
+def services(core, tmp_path_factory):
+    """All four: the core ones plus Metadata (on PostgreSQL) and Policy asking it."""
+    base = tmp_path_factory.mktemp("pacifica-chain")
+    started = {}
+    try:
         started["metadata"] = pac.start_metadata(base)
         pac.load_people(started["metadata"].url, SUBMITTER, PROJECT, INSTRUMENT)
         started["policy"] = pac.start_policy(base, started["metadata"].url)
-        yield started
+        yield {**core, **started}
     finally:
         for service in reversed(list(started.values())):
             service.stop()
@@ -73,10 +85,10 @@ def started_stack(tmp_path_factory, name: str, env: dict):
 
 
 @pytest.fixture(scope="module")
-def ids_and_archive(services, tmp_path_factory):
+def ids_and_archive(core, tmp_path_factory):
     """Our service with remote ids and archive, its own policy and metadata tables."""
     yield from started_stack(tmp_path_factory, "remote-ids-archive",
-                             remote_env(services, policy=False, metadata=False))
+                             remote_env(core, policy=False, metadata=False))
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +120,8 @@ FILES = {
 }
 
 
-def test_upload_with_uniqueid_ids_into_the_archive_interface(services, ids_and_archive):
-    uniqueid = services["uniqueid"].url
+def test_upload_with_uniqueid_ids_into_the_archive_interface(core, ids_and_archive):
+    uniqueid = core["uniqueid"].url
     job_before = pac.take_id(uniqueid, "upload_job")
     file_before = pac.take_id(uniqueid, "file")
 
@@ -125,10 +137,10 @@ def test_upload_with_uniqueid_ids_into_the_archive_interface(services, ids_and_a
     assert sorted(f["_id"] for f in listing) == list(range(file_before + 1, file_after))
     for entry in listing:
         path = f"{entry['subdir']}/{entry['name']}" if entry["subdir"] else entry["name"]
-        assert stored(services, entry["_id"]) == FILES[path], path
+        assert stored(core, entry["_id"]) == FILES[path], path
 
 
-def test_bad_file_names_what_is_already_in_the_archive_interface(services, ids_and_archive):
+def test_bad_file_names_what_is_already_in_the_archive_interface(core, ids_and_archive):
     files = {"good.txt": b"good", "bad.txt": b"bytes that do not match"}
     entries = TRANSACTION + [file_entry("good.txt", b"good"),
                              file_entry("bad.txt", b"other bytes", size=len(files["bad.txt"]))]
@@ -140,16 +152,16 @@ def test_bad_file_names_what_is_already_in_the_archive_interface(services, ids_a
     kept = re.search(r"may already be in the Archive Interface (\S+) and could not be removed "
                      r"\(file ids (\d+)\.\.(\d+)\)", state["exception"])
     assert kept, state["exception"]
-    assert kept.group(1) == services["archive"].url
+    assert kept.group(1) == core["archive"].url
     first, last = int(kept.group(2)), int(kept.group(3))
     assert last == first + 1
-    assert stored(services, first) == b"good"  # the Archive Interface has no delete
+    assert stored(core, first) == b"good"  # the Archive Interface has no delete
 
 
-def test_archive_interface_down_fails_naming_its_url(services, tmp_path):
+def test_archive_interface_down_fails_naming_its_url(core, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     stack = Stack(str(tmp_path / "dead-archive"), extra_env={
-        "UNIQUEID_URL": services["uniqueid"].url, "ARCHIVEINTERFACE_URL": dead,
+        "UNIQUEID_URL": core["uniqueid"].url, "ARCHIVEINTERFACE_URL": dead,
         **FAST_RETRIES})
     try:
         state = stack.start().ingest(make_bundle({"x.txt": b"x"}))

@@ -136,4 +136,3 @@ class HttpArchive:
 
     def sync(self) -> None:
         """The Archive Interface answers only once the bytes are stored."""
-

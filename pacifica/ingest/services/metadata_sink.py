@@ -50,8 +50,8 @@ class MetadataClient:
         if says_success(reply):
             return
         message = reply_message(reply)
-        if reply.status_code == 400 and "duplicated ID" in message and self._holds(job_id,
-                                                                                 metadata):
+        duplicate = reply.status_code == 400 and "duplicated ID" in message
+        if duplicate and self._holds(job_id, metadata):
             logger.info("job %s: Metadata already holds its transaction; not sent twice", job_id)
             return
         if reply.status_code >= 500:
