@@ -25,14 +25,20 @@ SUBMITTER, PROJECT, INSTRUMENT = 10, "1234a", 54
 FAST_RETRIES = {"INGEST_HTTP_RETRIES": "2", "INGEST_HTTP_BACKOFF": "0.05"}
 
 
+INSTALL_FAILURE: list[str] = []  # pytest sets a failed session fixture up again per test
+
+
 @pytest.fixture(scope="session")
 def pacifica_installed():
     """Every pinned package installed, or the whole module skipped saying why."""
-    try:
-        with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            list(pool.map(pac.ensure_venv, pac.PINS))
-    except pac.PacificaUnavailable as err:
-        pytest.skip(f"the Pacifica packages could not be installed here: {err}")
+    if not INSTALL_FAILURE:
+        try:
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                list(pool.map(pac.ensure_venv, pac.PINS))
+            return
+        except pac.PacificaUnavailable as err:
+            INSTALL_FAILURE.append(str(err))
+    pytest.skip(f"the Pacifica packages could not be installed here: {INSTALL_FAILURE[0]}")
 
 
 @pytest.fixture(scope="session")
