@@ -8,6 +8,7 @@ so runs never see each other's jobs.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -176,18 +177,29 @@ class Stack:
     @staticmethod
     def kill(process: subprocess.Popen | None, sig: int = signal.SIGTERM,
              timeout: float = 30) -> None:
-        """Signal a process group and wait for it (SIGKILL if it will not stop)."""
+        """Signal a process group and wait for it (SIGKILL if it will not stop).
+
+        SIGTERM goes to the leader only: a Celery main process stops its own pool, and pool
+        children killed beside it leave it waiting 30 s for them.  Leftovers are then killed.
+        """
         if process is None or process.poll() is not None:
             return
         try:
-            os.killpg(process.pid, sig)
+            if sig == signal.SIGTERM:
+                process.send_signal(sig)
+            else:
+                os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            pass
+        try:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=timeout)
 
     def stop(self) -> None:
         """Stop every process and drop the database."""
@@ -216,6 +228,12 @@ class Stack:
                                            **(headers or {})})
         assert reply.status_code == 200, reply.text
         return reply.json()
+
+    def move(self, document) -> requests.Response:
+        """POST a move request (a JSON document, or raw bytes sent as they are)."""
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        return self.session.post(self.url + "/move", data=body, timeout=60,
+                                 headers={"Content-Type": "application/json"})
 
     def state(self, job_id: int) -> dict:
         """The job state object."""

@@ -1,6 +1,8 @@
 """The only place that builds a requests.Session: pooled, with retries and timeouts."""
 from __future__ import annotations
 
+import json
+
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -37,3 +39,34 @@ def make_session(settings: HttpSettings, pool_size: int = 10) -> requests.Sessio
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def reply_message(reply: requests.Response) -> str:
+    """A service's own words for an answer: its JSON ``message``, else its text.
+
+    A Pacifica service that crashes answers CherryPy's generic 500 text; the cause is the last
+    line of the ``traceback`` it sends along, so that line is added.
+    """
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text.strip()[:1000] or f"HTTP {reply.status_code} with an empty body"
+    if not isinstance(body, dict):
+        return json.dumps(body)[:1000]
+    message = str(body.get("message") or "").strip()
+    lines = str(body.get("traceback") or "").strip().splitlines()
+    cause = lines[-1].strip() if lines else ""
+    if cause and cause not in message and (reply.status_code >= 500 or not message):
+        message = f"{message} ({cause})" if message else cause
+    return (message or json.dumps(body))[:1000]
+
+
+def says_success(reply: requests.Response) -> bool:
+    """True for the Pacifica services' ``200 {"status": "success"}``."""
+    if reply.status_code != 200:
+        return False
+    try:
+        body = reply.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("status") == "success"

@@ -131,7 +131,7 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
         store_all(deps.archive, first_id, sources, job.job_id)
         progress.end()
 
-    _publish(job, deps, progress, final)
+    _publish(job, deps, progress, final, first_id, len(placements))
 
 
 def move_files(job: Job, deps: Deps, progress: Progress) -> None:
@@ -150,13 +150,21 @@ def move_files(job: Job, deps: Deps, progress: Progress) -> None:
     progress.end()
 
     progress.begin(Step.MOVE_FILES, total=len(placements) or 1)
-    for offset, placement in enumerate(placements):
-        deps.archive.move(first_id + offset, placement.entry.source)
-        progress.add(1)
-    deps.archive.sync()
+    attempted = 0
+    try:
+        for offset, placement in enumerate(placements):
+            attempted = offset + 1
+            deps.archive.move(first_id + offset, placement.entry.source)
+            progress.add(1)
+        deps.archive.sync()
+    except BaseException as err:
+        left = rollback(deps.archive, first_id, attempted)
+        if isinstance(err, IngestError) and left:
+            err.details.append(left)
+        raise
     progress.end()
 
-    _publish(job, deps, progress, final)
+    _publish(job, deps, progress, final, first_id, len(placements))
 
 
 def _clip(subdir: str) -> str:
@@ -164,9 +172,17 @@ def _clip(subdir: str) -> str:
     return "/".join(parts[1:] if parts[:1] == [metadata.DATA_ROOT] else parts)
 
 
-def _publish(job: Job, deps: Deps, progress: Progress, final: list) -> None:
+def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
+             count: int) -> None:
+    """Record the metadata; if that fails, take the job's files back out of the archive."""
     progress.begin(Step.INGEST_METADATA)
-    deps.sink.publish(job.job_id, job.user, final)
+    try:
+        deps.sink.publish(job.job_id, job.user, final)
+    except IngestError as err:
+        left = rollback(deps.archive, first_id, count)
+        if left:
+            err.details.append(left)
+        raise
     if jobs.finish(job.job_id):
         _remove_quietly(job.path)
 

@@ -7,13 +7,26 @@ from dataclasses import replace
 from email.utils import formatdate
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from . import FileSource
 from ..config import Settings
 from ..errors import ArchiveError, ServiceUnavailable
-from ..http import make_session
+from ..http import make_session, reply_message
 
 logger = logging.getLogger(__name__)
+
+
+class _NeverReached(ServiceUnavailable):
+    """No try got as far as a connection: the archive cannot hold any of the bytes."""
+
+
+def _never_connected(err: requests.RequestException) -> bool:
+    """True when the request failed before a connection existed (refused, DNS, connect timeout)."""
+    if isinstance(err, requests.ConnectTimeout):
+        return True
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 class _Body:
@@ -38,6 +51,7 @@ class HttpArchive:
         self.session = session
         self.retries = retries
         self.backoff = backoff
+        self._unreached: set[int] = set()  # file ids whose every PUT failed before connecting
 
     @classmethod
     def from_settings(cls, settings: Settings, session_factory=None) -> "HttpArchive":
@@ -54,18 +68,23 @@ class HttpArchive:
 
     def _call(self, what: str, send):
         """Run one request, retrying connection errors and 5xx with backoff."""
+        reached = False
         for attempt in range(self.retries + 1):
             try:
                 reply = send()
             except requests.RequestException as err:
                 error = f"could not be reached: {err}"
+                reached = reached or not _never_connected(err)
             else:
                 if reply.status_code < 500:
                     return reply
-                error = f"answered {reply.status_code}: {reply.text[:500]}"
+                error = f"answered {reply.status_code}: {reply_message(reply)}"
+                reached = True
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
-        raise ServiceUnavailable(f"{what} at {self.url} {error} (after {self.retries + 1} tries)")
+        failure = ServiceUnavailable if reached else _NeverReached
+        raise failure(f"{what}: the Archive Interface at {self.url} {error} "
+                      f"(after {self.retries + 1} tries)")
 
     def store(self, file_id: int, source: FileSource) -> None:
         """PUT the bytes, then check the hash we saw and the size the archive saw."""
@@ -81,10 +100,14 @@ class HttpArchive:
             readers.append(source.open())
             return self.session.put(url, data=_Body(readers[-1], source.size), headers=headers)
 
-        reply = self._call(f"storing {source.label} as file id {file_id}", send)
+        try:
+            reply = self._call(f"storing {source.label} as file id {file_id}", send)
+        except _NeverReached:
+            self._unreached.add(file_id)
+            raise
         if reply.status_code >= 400:
             raise ArchiveError(f"the Archive Interface refused {source.label} (file id {file_id}): "
-                               f"{reply.status_code} {_message(reply)}")
+                               f"{reply.status_code} {reply_message(reply)}")
         source.verify(readers[-1])
         try:
             total = int(reply.json().get("total_bytes"))
@@ -102,21 +125,14 @@ class HttpArchive:
                            lambda: self.session.patch(url, json={"path": source_path}))
         if reply.status_code >= 400:
             raise ArchiveError(f"the Archive Interface refused to move {source_path} to file id "
-                               f"{file_id}: {reply.status_code} {_message(reply)}")
+                               f"{file_id}: {reply.status_code} {reply_message(reply)}")
 
     def remove(self, file_id: int) -> bool:
-        """The Archive Interface has no delete."""
+        """The Archive Interface has no delete: only a file it never received counts as gone."""
+        if file_id in self._unreached:
+            self._unreached.discard(file_id)
+            return True
         return False
 
     def sync(self) -> None:
         """The Archive Interface answers only once the bytes are stored."""
-
-
-def _message(reply: requests.Response) -> str:
-    try:
-        body = reply.json()
-    except ValueError:
-        return reply.text[:500]
-    if isinstance(body, dict):
-        return str(body.get("message") or body)[:1000]
-    return str(body)[:1000]

@@ -78,7 +78,10 @@ class LocalArchive:
         """Link (or copy, across file systems) an archived path to a new id."""
         final = self.path_for(file_id)
         partial = final + PART_SUFFIX
-        source = source_path if os.path.isabs(source_path) else os.path.join(self.root, source_path)
+        source = os.path.realpath(os.path.join(self.root, source_path))
+        if os.path.commonpath([source, os.path.realpath(self.root)]) != os.path.realpath(self.root):
+            raise ArchiveError(f"{source_path} is not in the {self.describe()}: a move takes only "
+                               "files already on the archive")
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             _unlink(partial)

@@ -9,6 +9,7 @@ import requests
 
 from ..db import BaseModel, database_proxy, retrying
 from ..errors import ServiceUnavailable
+from ..http import reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,14 @@ class UniqueIdClient:
             raise ServiceUnavailable(f"UniqueID at {url} could not be reached: {err}") from err
         if reply.status_code != 200:
             raise ServiceUnavailable(
-                f"UniqueID at {url} answered {reply.status_code}: {reply.text[:500]}")
-        body = reply.json()
-        start, end = int(body["startIndex"]), int(body["endIndex"])
-        if end - start + 1 != count:
+                f"UniqueID at {url} answered {reply.status_code}: {reply_message(reply)}")
+        try:
+            body = reply.json()
+            start, end = int(body["startIndex"]), int(body["endIndex"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ServiceUnavailable(
+                f"UniqueID at {url} gave no id range: {reply.text[:300]!r}") from err
+        if start < 1 or end - start + 1 != count:
             raise ServiceUnavailable(
                 f"UniqueID at {url} gave ids {start}..{end} when {count} were asked for")
         return start

@@ -6,6 +6,7 @@ from typing import Protocol
 import requests
 
 from ..errors import PolicyRejected, ServiceUnavailable
+from ..http import reply_message, says_success
 
 
 class PolicyCheck(Protocol):
@@ -45,14 +46,10 @@ class PolicyClient:
             reply = self.session.post(self.url, json=metadata, headers={self.auth_header: user})
         except requests.RequestException as err:
             raise ServiceUnavailable(f"Policy at {self.url} could not be reached: {err}") from err
-        try:
-            body = reply.json()
-        except ValueError:
-            body = {}
-        if reply.status_code == 200 and isinstance(body, dict) and body.get("status") == "success":
+        if says_success(reply):
             return
-        if reply.status_code >= 500 and not isinstance(body, dict):
-            raise ServiceUnavailable(f"Policy at {self.url} answered {reply.status_code}: "
-                                     f"{reply.text[:500]}")
-        message = body.get("message") if isinstance(body, dict) else None
-        raise PolicyRejected(f"policy rejected the upload: {message or reply.text[:1000]}")
+        if reply.status_code >= 500:
+            raise ServiceUnavailable(f"Policy at {self.url} failed ({reply.status_code}): "
+                                     f"{reply_message(reply)}")
+        raise PolicyRejected(f"policy rejected the upload ({reply.status_code}): "
+                             f"{reply_message(reply)}")

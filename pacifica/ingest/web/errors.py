@@ -9,7 +9,7 @@ import cherrypy
 
 from .. import __version__
 from ..db import UNAVAILABLE_ERRORS
-from ..errors import IngestError, JobNotFound, UploadError
+from ..errors import IngestError, JobNotFound, ServiceUnavailable, UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ def json_errors(handler):
             job = getattr(err, "job_id", None)
             suffix = f" (job {job} is marked FAILED)" if job is not None else ""
             raise cherrypy.HTTPError(err.status, f"{err}{suffix}") from err
+        except ServiceUnavailable as err:
+            raise cherrypy.HTTPError(503, str(err)) from err
         except IngestError as err:
             raise cherrypy.HTTPError(400, str(err)) from err
         except UNAVAILABLE_ERRORS as err:
