@@ -201,3 +201,17 @@ def test_constraints_pin_what_the_images_install():
     for package in ("celery", "kombu", "peewee", "PyMySQL", "CherryPy", "requests", "gunicorn",
                     "redis"):
         assert package in pins, package
+
+
+def test_readme_lists_every_setting():
+    """The Deployment section's table names every key and its environment variable."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    section = readme[readme.index("## Deployment"):]
+    section = section[:section.index("\n## ", 3)]
+    for name, keys in DEFAULTS.items():
+        for key, (default, original) in keys.items():
+            row = next((line for line in section.splitlines()
+                        if line.startswith(f"| `[{name}] {key}` |")), None)
+            assert row is not None, f"[{name}] {key} is missing from the README"
+            assert f"`{original or f'INGEST_{name.upper()}_{key.upper()}'}`" in row, row
