@@ -38,7 +38,7 @@ def run(broker: str, workers: int, bundles: int, size: int, concurrency: int) ->
         try:
             stack.start()
             started = time.monotonic()
-            with ThreadPoolExecutor(max_workers=min(bundles, 32)) as pool:
+            with ThreadPoolExecutor(max_workers=min(bundles, 10)) as pool:  # requests pool size
                 job_ids = list(pool.map(lambda body: stack.upload(body)["job_id"], payloads))
             uploaded = time.monotonic()
             for job_id in job_ids:
