@@ -188,6 +188,21 @@ def test_image_is_non_root_with_entrypoint_and_healthcheck(dockerfile):
                 assert os.path.exists(os.path.join(ROOT, source)), source
 
 
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_image_writes_only_where_its_user_may(dockerfile):
+    """Every path setting points under /srv/ingest, which the image gives to its user."""
+    steps = instructions(dockerfile)
+    owned = [rest for name, rest in steps if name == "RUN" and "install -d -o ingest" in rest]
+    assert owned and "/srv/ingest " in owned[0] + " "
+    env = {}
+    for name, rest in steps:
+        if name == "ENV":
+            env.update(item.split("=", 1) for item in rest.split())
+    paths = [env["VOLUME_PATH"], env["ARCHIVE_PATH"], env["INGEST_CELERY_QUEUE_PATH"],
+             env["PEEWEE_URL"][len("sqlite:///"):]]
+    assert all(path.startswith("/srv/ingest/") for path in paths), paths
+
+
 def test_both_images_run_as_the_same_user():
     """Frontend and workers write the same bundle volume."""
     users = {dict(instructions(name))["USER"] for name in DOCKERFILES}
