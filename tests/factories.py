@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from dataclasses import dataclass, field
 
 TRANSACTION = [
@@ -98,3 +99,55 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def make_bundle(files: dict[str, bytes] | None = None, **options) -> bytes:
     """Shorthand: the tar bytes of a BundleSpec."""
     return BundleSpec(files=dict(files or {}), **options).build()
+
+
+class StreamedBody:
+    """A request body produced chunk by chunk, with a known length (so it is sent with
+    Content-Length, not chunked), optionally slowly."""
+
+    def __init__(self, chunks, length: int, pause: float = 0.0):
+        self.chunks = chunks
+        self.length = length
+        self.pause = pause
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            if self.pause:
+                time.sleep(self.pause)
+            yield chunk
+
+
+def zero_file_bundle(size: int, chunk: int = 1 << 20, name: str = "big/zeros.bin",
+                     pause: float = 0.0) -> StreamedBody:
+    """A valid bundle holding one file of ``size`` zero bytes, never whole in memory."""
+    hasher = hashlib.sha1()
+    zeros = bytes(chunk)
+    for offset in range(0, size, chunk):
+        hasher.update(zeros[:min(chunk, size - offset)])
+    entry = file_entry(name, b"")
+    entry.update(size=size, hashsum=hasher.hexdigest())
+    metadata = json.dumps(TRANSACTION + [entry]).encode("utf-8")
+
+    def header(member: str, length: int) -> bytes:
+        info = tarfile.TarInfo(member)
+        info.size = length
+        info.mtime = 1480457345
+        return info.tobuf(format=tarfile.PAX_FORMAT)
+
+    def padding(length: int) -> bytes:
+        return bytes(-length % tarfile.BLOCKSIZE)
+
+    head = header(f"data/{name}", size)
+    tail = (padding(size) + header("metadata.txt", len(metadata)) + metadata
+            + padding(len(metadata)) + bytes(2 * tarfile.BLOCKSIZE))
+
+    def chunks():
+        yield head
+        for offset in range(0, size, chunk):
+            yield zeros[:min(chunk, size - offset)]
+        yield tail
+
+    return StreamedBody(chunks(), len(head) + size + len(tail), pause)

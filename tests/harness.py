@@ -86,7 +86,9 @@ class Stack:
     """One frontend and N workers sharing a volume, an archive, a database and a queue."""
 
     def __init__(self, base: str, database: str | None = None, broker: str | None = None,
-                 workers: int = 1, concurrency: int = 2, extra_env: dict | None = None):
+                 workers: int = 1, concurrency: int = 2, extra_env: dict | None = None,
+                 frontend_command: list[str] | None = None,
+                 worker_command: list[str] | None = None):
         self.base = base
         os.makedirs(base, exist_ok=True)
         self.volume = os.path.join(base, "volume")
@@ -106,6 +108,8 @@ class Stack:
             "INGEST_CELERY_CONCURRENCY": str(concurrency),
             "INGEST_INGEST_PROGRESS_INTERVAL": "0.1",
             "INGEST_LOG_LEVEL": "INFO",
+            "INGEST_BIND": f"127.0.0.1:{self.port}",  # gunicorn/uwsgi (docker/*.conf)
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
             "PYTHONUNBUFFERED": "1",
         })
         self.env.pop("INGEST_CONFIG", None)
@@ -113,6 +117,10 @@ class Stack:
         self.frontend: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
         self.worker_count = workers
+        # Other start commands (e.g. the Docker images'); default: CherryPy's own server and
+        # `celery worker`.  The frontend one must listen on $INGEST_BIND.
+        self.frontend_command = frontend_command
+        self.worker_command = worker_command
         self._logs: list = []
         self.session = requests.Session()
 
@@ -135,8 +143,9 @@ class Stack:
 
     def start_frontend(self, wait: bool = True) -> subprocess.Popen:
         """Start the frontend on this stack's port."""
-        self.frontend = self._spawn("frontend", [sys.executable, "-m", "pacifica.ingest", "-p",
-                                                 str(self.port), "-a", "127.0.0.1"])
+        command = self.frontend_command or [sys.executable, "-m", "pacifica.ingest", "-p",
+                                            str(self.port), "-a", "127.0.0.1"]
+        self.frontend = self._spawn("frontend", command)
         if wait:
             self.wait_ready()
         return self.frontend
@@ -144,10 +153,11 @@ class Stack:
     def start_worker(self) -> subprocess.Popen:
         """Start one more Celery worker process."""
         index = len(self.workers)
-        worker = self._spawn(f"worker{index}", [
+        command = self.worker_command or [
             sys.executable, "-m", "celery", "-A", "pacifica.ingest.tasks", "worker",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-n", f"w{index}-{uuid.uuid4().hex[:6]}@%h"])
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        worker = self._spawn(f"worker{index}",
+                             [*command, "-n", f"w{index}-{uuid.uuid4().hex[:6]}@%h"])
         self.workers.append(worker)
         return worker
 

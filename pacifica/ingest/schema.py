@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import peewee
 
@@ -48,12 +49,42 @@ def _write_version(version: tuple[int, int]) -> None:
         SchemaVersion.insert(part=part, value=value).on_conflict_replace().execute()
 
 
+# Seconds a dbsync waits for another host's dbsync to finish.
+SYNC_LOCK_TIMEOUT = 600
+
+
+@contextmanager
+def _sync_lock():
+    """One dbsync at a time per database, across hosts: a MySQL/MariaDB named lock.
+
+    Containers (frontend, every worker) run dbsync as they start; without the lock two of
+    them could both find no schema, or both run a migration.  SQLite serialises writers.
+    """
+    database = database_proxy.obj
+    if not isinstance(database, peewee.MySQLDatabase):
+        yield
+        return
+    name = f"pacifica_ingest_dbsync.{database.database}"[:64]
+    cursor = database.execute_sql("SELECT GET_LOCK(%s, %s)", (name, SYNC_LOCK_TIMEOUT))
+    if cursor.fetchone()[0] != 1:
+        raise SchemaError(f"another dbsync held the schema lock for {SYNC_LOCK_TIMEOUT}s; "
+                          "is one stuck?")
+    try:
+        yield
+    finally:
+        database.execute_sql("SELECT RELEASE_LOCK(%s)", (name,))
+
+
 def sync() -> tuple[int, int]:
     """Create or upgrade the schema to this code's version; return the version reached."""
     target = (SCHEMA_MAJOR, SCHEMA_MINOR)
-    with database_proxy.atomic():
+    with _sync_lock(), database_proxy.atomic():
         version = current_version()
+        if version == target:
+            logger.info("database schema already at %d.%d", *version)
+            return version
         if version == (0, 0):
+            logger.info("creating the database schema %d.%d", *target)
             database_proxy.create_tables((SchemaVersion, *MODELS), safe=True)
             version = target
         while version != target:

@@ -1,10 +1,15 @@
 """WSGI entry point for uwsgi/gunicorn: ``pacifica.ingest.wsgi:application``."""
+import cherrypy
+
 from . import db, logsetup, schema
 from .config import load
 from .queue import WaitingJobsRetry
 from .web.app import create_app
 
 logsetup.configure()
+# Hosted by another server: no CherryPy console log (its access log still goes through
+# logging), no autoreload or signal handlers of its own.
+cherrypy.config.update({"environment": "embedded"})
 settings = load()
 application = create_app(settings)
 db.wait_for_database(settings.database)

@@ -81,6 +81,9 @@ class Staging:
             if on_progress and time.monotonic() - last_report >= 1.0:
                 last_report = time.monotonic()
                 on_progress(received)
+        if received == 0:  # a chunked body with no data (or a server that cannot de-chunk)
+            raise UploadError("the request body is empty: POST the tar bundle (under uWSGI, "
+                              "send it with a Content-Length)", status=400)
         return received
 
     def write_document(self, job_id: int, data: bytes, suffix: str = ".json") -> str:
