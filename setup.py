@@ -17,7 +17,7 @@ setup(
         "PyMySQL>=1.0",
         "cherrypy>=18.8",
         "requests>=2.28",
-        "tqdm>=4.60",
+        "tqdm>=4.62",
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],

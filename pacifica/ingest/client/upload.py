@@ -20,6 +20,9 @@ JOB_HEADER = "Ingest-Job-Id"
 UPLOAD_TASKS = ("UPLOADING", "open tar", "load metadata", "Policy Validation", "ingest files",
                 "ingest metadata")
 RETRY_STATUSES = (423, 500, 502, 503, 504)
+# Seconds between retries at most: ten retries then span about five minutes, longer than the
+# server keeps a dead connection (socket_timeout), which holds its upload until it goes.
+MAX_BACKOFF = 60.0
 
 
 class UploadFailed(Exception):
@@ -127,7 +130,7 @@ class IngestClient:
                 if failures > self.retries:
                     raise UploadFailed(f"gave up after {self.retries} retries: {err}; run the "
                                        "same command again to resume") from err
-                wait = min(self.backoff * 2 ** (failures - 1), 30.0)
+                wait = min(self.backoff * 2 ** (failures - 1), MAX_BACKOFF)
                 logger.warning("upload interrupted at byte %d (%s); resuming in %.1f s",
                                offset, err, wait)
                 time.sleep(wait)
@@ -195,7 +198,7 @@ class IngestClient:
                 if attempt == self.retries:
                     raise UploadFailed(f"{self.url} could not be reached: {err}") from err
                 problem = str(err)
-            wait = min(self.backoff * 2 ** attempt, 30.0)
+            wait = min(self.backoff * 2 ** attempt, MAX_BACKOFF)
             logger.warning("%s %s: %s; retrying in %.1f s", method.upper(), url, problem, wait)
             time.sleep(wait)
         raise AssertionError("unreachable")

@@ -16,7 +16,6 @@ import email.utils
 import logging
 import os
 import threading
-import time
 
 import cherrypy
 
@@ -54,13 +53,27 @@ class ResumableUploads:
         return info
 
     def status(self, upload_id: str, user: str) -> tuple[UploadInfo, int]:
-        """The upload and its offset; finishes the landing of a complete one if it was cut short."""
-        with self.store.locked(upload_id):
+        """The upload and its offset; finishes the landing of a complete one if it was cut short.
+
+        Never waits: while a PATCH holds the upload (perhaps one whose client vanished and
+        whose socket has not timed out yet) the offset is read as it stands.
+        """
+        try:
+            with self.store.locked(upload_id, wait=0):
+                info = self._live(upload_id, user)
+                offset = self.store.offset(info)
+                if offset == info.length and not info.landed:
+                    self._land(info)
+                return info, offset
+        except UploadError as err:
+            if err.status != 423:
+                raise
+        info = self._live(upload_id, user)
+        try:
+            return info, self.store.offset(info)
+        except UploadError:  # it landed just now: the description says so
             info = self._live(upload_id, user)
-            offset = self.store.offset(info)
-            if offset == info.length and not info.landed:
-                self._land(info)
-            return info, offset
+            return info, self.store.offset(info)
 
     def append(self, upload_id: str, user: str, offset: int, stream, count: int | None,
                checksum: tuple[str, bytes] | None) -> tuple[UploadInfo, int]:
@@ -265,7 +278,7 @@ class TusFiles:
         if _header("Upload-Defer-Length") is not None:
             raise cherrypy.HTTPError(400, "Upload-Defer-Length is not supported: send "
                                           "Upload-Length")
-        if int(_header("Content-Length") or 0) > 0:
+        if _integer("Content-Length", required=False):
             raise cherrypy.HTTPError(400, "creation-with-upload is not supported: create the "
                                           "upload, then PATCH its bytes")
         info = self.uploads.create(_integer("Upload-Length"), user,
