@@ -96,7 +96,7 @@ def test_a_second_request_waits_for_the_first_then_gets_423(uploads):
                 pass
         assert caught.value.status == 423
         assert uploads.sweep() == 0  # in use, so not abandoned, whatever its age
-        assert uploads.status(info.upload_id, "carol")[1] == 0  # HEAD does not wait
+        assert uploads.status(info.upload_id, "carol")[1] == 0  # HEAD answers all the same
     finally:
         release.set()
         thread.join(10)

@@ -32,6 +32,7 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,termination,checksum,expiration"
 JOB_HEADER = "Ingest-Job-Id"
 PATCH_CONTENT_TYPE = "application/offset+octet-stream"
+HEAD_WAIT = 3.0  # seconds HEAD waits for a PATCH on the same upload to finish
 
 
 class ResumableUploads:
@@ -55,11 +56,12 @@ class ResumableUploads:
     def status(self, upload_id: str, user: str) -> tuple[UploadInfo, int]:
         """The upload and its offset; finishes the landing of a complete one if it was cut short.
 
-        Never waits: while a PATCH holds the upload (perhaps one whose client vanished and
-        whose socket has not timed out yet) the offset is read as it stands.
+        Waits a little for a PATCH that is finishing (a client that broke off and asks at
+        once should learn about every byte that arrived); past that -- a PATCH whose client
+        vanished holds the upload until its socket times out -- the offset is read as it stands.
         """
         try:
-            with self.store.locked(upload_id, wait=0):
+            with self.store.locked(upload_id, wait=HEAD_WAIT):
                 info = self._live(upload_id, user)
                 offset = self.store.offset(info)
                 if offset == info.length and not info.landed:
