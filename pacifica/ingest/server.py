@@ -13,6 +13,7 @@ from . import db, logsetup, schema
 from .config import ConfigError, load
 from .queue import WaitingJobsRetry
 from .web.app import create_app, server_config
+from .web.tus import TusSweeper
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
         cherrypy.config.update(args.cp_config)
     retry = WaitingJobsRetry(app.intake.enqueue)
     retry.start()
+    sweeper = TusSweeper(app.tus)
+    sweeper.start()
     worker = start_worker(args.config) if args.with_worker else None
     logger.info("Pacifica Ingest listening on http://%s:%d/", args.address, args.port)
     try:
@@ -82,6 +85,7 @@ def main(argv=None) -> int:
         cherrypy.engine.block()
     finally:
         retry.stop()
+        sweeper.stop()
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)

@@ -5,6 +5,7 @@ from . import db, logsetup, schema
 from .config import load
 from .queue import WaitingJobsRetry
 from .web.app import create_app
+from .web.tus import TusSweeper
 
 logsetup.configure()
 # Hosted by another server: no CherryPy console log (its access log still goes through
@@ -19,3 +20,5 @@ finally:
     db.database_proxy.close()
 waiting_jobs_retry = WaitingJobsRetry(application.intake.enqueue)
 waiting_jobs_retry.start()
+tus_sweeper = TusSweeper(application.tus)
+tus_sweeper.start()

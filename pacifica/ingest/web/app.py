@@ -16,6 +16,8 @@ from .errors import error_page
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .intake import Intake
 from .staging import Staging
+from .tus import build_uploads
+from .tus import mount as mount_tus
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +90,11 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
         "/upload": streaming,
         "/ingest": streaming,
     }
+    uploads = build_uploads(settings, intake)
+    config.update(mount_tus(root, uploads, settings))
     app = cherrypy.Application(root, script_name="", config=config)
     app.intake = intake
+    app.tus = uploads
     return app
 
 

@@ -1,0 +1,346 @@
+"""Resumable uploads over the tus protocol 1.0.0 (core, creation, termination, checksum, expiration).
+
+``POST /files/`` creates an upload of a declared length, ``PATCH /files/<id>`` appends at an
+offset, ``HEAD /files/<id>`` tells the offset after a break, ``DELETE`` abandons it.  When the
+last byte lands the upload becomes an ingest job exactly like a POSTed bundle; the job id is
+then on every answer about the upload (header ``Ingest-Job-Id``) and ``/get_state`` follows it.
+
+The job is created when the last byte lands, not when the upload is created: a tus upload may
+pause for hours or be abandoned, and a job must not sit in UPLOADING meanwhile (or be failed
+by expiry), nor spend a job id on bytes that never come.  Until then the upload's progress is
+its offset, which the client reads with HEAD.
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import threading
+
+import cherrypy
+
+from .. import db, jobs
+from ..errors import UploadError
+from .errors import json_errors
+from .intake import Intake
+from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, parse_checksum,
+                        parse_metadata)
+
+logger = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,termination,checksum,expiration"
+JOB_HEADER = "Ingest-Job-Id"
+PATCH_CONTENT_TYPE = "application/offset+octet-stream"
+HEAD_WAIT = 3.0  # seconds HEAD waits for a PATCH on the same upload to finish
+
+
+class ResumableUploads:
+    """The tus upload life cycle on top of the store and the intake (no HTTP here)."""
+
+    def __init__(self, store: TusStore, intake: Intake):
+        self.store = store
+        self.intake = intake
+
+    def create(self, length: int, user: str, metadata: str = "") -> UploadInfo:
+        """Check the limits (as for a POSTed bundle) and start an empty upload."""
+        if length <= 0:
+            raise UploadError("Upload-Length must be positive: a bundle is never empty",
+                              status=400)
+        parse_metadata(metadata)
+        self.intake.staging.check_room(length)
+        info = self.store.create(length, user, metadata)
+        logger.info("tus upload %s created: %d bytes for %s", info.upload_id, length, user)
+        return info
+
+    def status(self, upload_id: str, user: str) -> tuple[UploadInfo, int]:
+        """The upload and its offset; finishes the landing of a complete one if it was cut short.
+
+        Waits a little for a PATCH that is finishing (a client that broke off and asks at
+        once should learn about every byte that arrived); past that -- a PATCH whose client
+        vanished holds the upload until its socket times out -- the offset is read as it stands.
+        """
+        try:
+            with self.store.locked(upload_id, wait=HEAD_WAIT):
+                info = self._live(upload_id, user)
+                offset = self.store.offset(info)
+                if offset == info.length and not info.landed:
+                    self._land(info)
+                return info, offset
+        except UploadError as err:
+            if err.status != 423:
+                raise
+        info = self._live(upload_id, user)
+        try:
+            return info, self.store.offset(info)
+        except UploadError:  # it landed just now: the description says so
+            info = self._live(upload_id, user)
+            return info, self.store.offset(info)
+
+    def append(self, upload_id: str, user: str, offset: int, stream, count: int | None,
+               checksum: tuple[str, bytes] | None) -> tuple[UploadInfo, int]:
+        """Write a chunk at ``offset``; when it completes the upload, hand it to the intake."""
+        with self.store.locked(upload_id):
+            info = self._live(upload_id, user)
+            current = self.store.offset(info)
+            if offset != current:
+                raise UploadError(f"Upload-Offset is {offset} but the upload has {current} "
+                                  "bytes; ask HEAD for the offset and resume from there",
+                                  status=409)
+            if count is not None and offset + count > info.length:
+                raise UploadError(f"the chunk of {count} bytes at offset {offset} runs past the "
+                                  f"upload's length of {info.length} bytes", status=413)
+            if current < info.length:
+                self.intake.staging.check_room(info.length - current)
+                current = self.store.append(info, stream, offset, count, checksum)
+            if current == info.length and not info.landed:
+                self._land(info)
+            return info, current
+
+    def delete(self, upload_id: str, user: str) -> None:
+        """Abandon an upload (a landed one only loses its record: its job goes on)."""
+        with self.store.locked(upload_id):
+            info = self.store.load(upload_id)
+            _check_owner(info, user)
+            self.store.remove(upload_id)
+        logger.info("tus upload %s deleted by %s", upload_id, user)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Land complete uploads that a crash left behind and remove expired ones; return removed."""
+        removed = 0
+        for upload_id in self.store.ids():
+            try:
+                with self.store.locked(upload_id, wait=0):
+                    removed += self._sweep_one(upload_id, now)
+            except UploadError as err:
+                if err.status != 404:  # 423: in use right now, so not abandoned
+                    logger.debug("sweep skipped %s: %s", upload_id, err)
+            except Exception:  # pylint: disable=broad-except
+                logger.exception("sweep could not handle tus upload %s", upload_id)
+        return removed
+
+    def _sweep_one(self, upload_id: str, now: float | None) -> int:
+        expired = self.store.is_expired(upload_id, now)
+        try:
+            info = self.store.load(upload_id)
+        except UploadError:  # a crash between creating the lock and the description
+            if expired:
+                self.store.remove(upload_id)
+                return 1
+            return 0
+        if not info.landed and self.store.offset(info) == info.length:
+            self._land(info)
+        elif expired:
+            logger.info("tus upload %s expired after %.0f s idle at %d of %d bytes; removed",
+                        upload_id, self.store.expiry, self.store.offset(info), info.length)
+            self.store.remove(upload_id)
+            return 1
+        return 0
+
+    def _live(self, upload_id: str, user: str) -> UploadInfo:
+        info = self.store.load(upload_id)
+        _check_owner(info, user)
+        if not info.landed and self.store.is_expired(upload_id):
+            raise UploadError(f"upload {upload_id} expired after {self.store.expiry:.0f} s "
+                              "without data; create a new upload", status=410)
+        return info
+
+    def _land(self, info: UploadInfo) -> None:
+        """The last byte is in: make the job, move the bytes to its path, queue it (idempotent)."""
+        if info.job_id is None:
+            info.job_id = self.intake.new_job(info.user, jobs.KIND_UPLOAD, info.length)
+            self.store.save(info)
+        path = self.intake.staging.path_for(info.job_id)
+        part = self.store.part_path(info.upload_id)
+        if os.path.exists(part):
+            os.replace(part, path)
+        if jobs.get(info.job_id).queue_state == jobs.RECEIVING:
+            self.intake.bundle_landed(info.job_id, path)
+        info.landed = True
+        self.store.save(info)
+        logger.info("tus upload %s complete: job %s", info.upload_id, info.job_id)
+
+
+def _check_owner(info: UploadInfo, user: str) -> None:
+    if info.user != user:
+        raise UploadError(f"upload {info.upload_id} belongs to another user", status=403)
+
+
+class TusSweeper:
+    """Background thread in the frontend: runs ``ResumableUploads.sweep`` now and then."""
+
+    def __init__(self, uploads: ResumableUploads, interval: float | None = None):
+        expiry = uploads.store.expiry
+        self.uploads = uploads
+        self.interval = interval or (min(max(expiry / 4, 0.5), 300.0) if expiry else 300.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tus-sweeper", daemon=True)
+
+    def start(self) -> None:
+        """Start sweeping."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sweeping."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                db.database_proxy.connect(reuse_if_open=True)
+                self.uploads.sweep()
+            except Exception:  # pylint: disable=broad-except
+                logger.exception("tus sweep failed; trying again later")
+            finally:
+                try:
+                    db.database_proxy.close()
+                except db.UNAVAILABLE_ERRORS:
+                    pass
+
+
+def _header(name: str) -> str | None:
+    return cherrypy.request.headers.get(name)
+
+
+def _integer(name: str, required: bool = True) -> int | None:
+    value = _header(name)
+    if value is None:
+        if required:
+            raise cherrypy.HTTPError(400, f"the {name} header is required")
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise cherrypy.HTTPError(400, f"{name} {value!r} is not a number") from None
+    if number < 0:
+        raise cherrypy.HTTPError(400, f"{name} must not be negative")
+    return number
+
+
+def _http_date(timestamp: float | None) -> str | None:
+    return None if timestamp is None else email.utils.formatdate(timestamp, usegmt=True)
+
+
+class TusFiles:
+    """``/files/``: the tus endpoint (HTTP only; the life cycle lives in ResumableUploads)."""
+
+    exposed = True
+
+    def __init__(self, uploads: ResumableUploads, auth_header: str, default_user: str,
+                 max_size: int = 0):
+        self.uploads = uploads
+        self.auth_header = auth_header
+        self.default_user = default_user
+        self.max_size = max_size
+
+    def _begin(self, check_version: bool = True) -> str:
+        headers = cherrypy.response.headers
+        headers["Tus-Resumable"] = TUS_VERSION
+        headers["Cache-Control"] = "no-store"
+        if check_version and _header("Tus-Resumable") != TUS_VERSION:
+            headers["Tus-Version"] = TUS_VERSION
+            raise cherrypy.HTTPError(412, f"send Tus-Resumable: {TUS_VERSION}; this server speaks "
+                                          f"tus {TUS_VERSION}")
+        return cherrypy.request.headers.get(self.auth_header, self.default_user)
+
+    def _describe(self, info: UploadInfo, offset: int) -> None:
+        headers = cherrypy.response.headers
+        headers["Upload-Offset"] = str(offset)
+        expires = _http_date(self.uploads.store.expires_at(info.upload_id))
+        if expires and not info.landed:
+            headers["Upload-Expires"] = expires
+        if info.job_id is not None and info.landed:
+            headers[JOB_HEADER] = str(info.job_id)
+
+    @staticmethod
+    def _one_id(path: tuple) -> str:
+        if len(path) != 1:
+            raise cherrypy.HTTPError(404, "address an upload as /files/<upload id>")
+        return path[0]
+
+    def OPTIONS(self, *_path, **_params):  # pylint: disable=invalid-name
+        """What this server supports."""
+        self._begin(check_version=False)
+        headers = cherrypy.response.headers
+        headers["Tus-Version"] = TUS_VERSION
+        headers["Tus-Extension"] = TUS_EXTENSIONS
+        headers["Tus-Checksum-Algorithm"] = ",".join(CHECKSUM_ALGORITHMS)
+        if self.max_size:
+            headers["Tus-Max-Size"] = str(self.max_size)
+        cherrypy.response.status = 204
+        return b""
+
+    @cherrypy.tools.json_out()
+    @json_errors
+    def POST(self, *path, **_params):  # pylint: disable=invalid-name
+        """Creation: an empty upload of ``Upload-Length`` bytes."""
+        user = self._begin()
+        if path:
+            raise cherrypy.HTTPError(405, "create uploads with POST /files/")
+        if _header("Upload-Defer-Length") is not None:
+            raise cherrypy.HTTPError(400, "Upload-Defer-Length is not supported: send "
+                                          "Upload-Length")
+        if _integer("Content-Length", required=False):
+            raise cherrypy.HTTPError(400, "creation-with-upload is not supported: create the "
+                                          "upload, then PATCH its bytes")
+        info = self.uploads.create(_integer("Upload-Length"), user,
+                                   _header("Upload-Metadata") or "")
+        location = cherrypy.url(f"/files/{info.upload_id}")
+        cherrypy.response.headers["Location"] = location
+        self._describe(info, 0)
+        cherrypy.response.status = 201
+        return {"upload_id": info.upload_id, "location": location, "length": info.length}
+
+    @json_errors
+    def HEAD(self, *path, **_params):  # pylint: disable=invalid-name
+        """The offset (and length, metadata, job id once complete) of an upload."""
+        user = self._begin()
+        info, offset = self.uploads.status(self._one_id(path), user)
+        self._describe(info, offset)
+        cherrypy.response.headers["Upload-Length"] = str(info.length)
+        if info.metadata:
+            cherrypy.response.headers["Upload-Metadata"] = info.metadata
+        cherrypy.response.status = 200
+        return b""
+
+    @json_errors
+    def PATCH(self, *path, **_params):  # pylint: disable=invalid-name
+        """Append a chunk at ``Upload-Offset``."""
+        user = self._begin()
+        upload_id = self._one_id(path)
+        content_type = (_header("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != PATCH_CONTENT_TYPE:
+            raise cherrypy.HTTPError(415, f"PATCH bodies must be {PATCH_CONTENT_TYPE}")
+        offset = _integer("Upload-Offset")
+        count = _integer("Content-Length", required=False)
+        chunked = "chunked" in (_header("Transfer-Encoding") or "").lower()
+        if count is None and not chunked:
+            raise cherrypy.HTTPError(411, "send the chunk with a Content-Length header")
+        checksum = parse_checksum(_header("Upload-Checksum"))
+        info, offset = self.uploads.append(upload_id, user, offset, cherrypy.request.rfile,
+                                           count, checksum)
+        self._describe(info, offset)
+        cherrypy.response.status = 204
+        return b""
+
+    @json_errors
+    def DELETE(self, *path, **_params):  # pylint: disable=invalid-name
+        """Termination: abandon the upload."""
+        user = self._begin()
+        self.uploads.delete(self._one_id(path), user)
+        cherrypy.response.status = 204
+        return b""
+
+
+def build_uploads(settings, intake: Intake) -> ResumableUploads:
+    """The resumable uploads on the configured volume."""
+    store = TusStore(settings.ingest.volume_path, settings.ingest.tus_expiry,
+                     settings.ingest.transfer_size)
+    return ResumableUploads(store, intake)
+
+
+def mount(root, uploads: ResumableUploads, settings) -> dict:
+    """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
+    root.files = TusFiles(uploads, settings.ingest.auth_header, settings.ingest.default_user,
+                          settings.ingest.max_bundle_size)
+    return {"/files": {"request.process_request_body": False}}

@@ -1,0 +1,285 @@
+"""Resumable uploads on the volume: ``tus/<id>.part`` holds the bytes, ``tus/<id>.json`` the rest.
+
+The offset of an upload is the size of its ``.part`` file, so it survives a restart
+of the frontend with nothing else to reconcile.  ``<id>.lock`` serialises the requests
+that touch one upload (across threads and processes sharing the volume).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from typing import BinaryIO, Iterator
+
+from ..errors import UploadError
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
+CHECKSUM_MISMATCH = "460 Checksum Mismatch"
+LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
+
+
+@dataclasses.dataclass
+class UploadInfo:
+    """What the store keeps about one upload besides its bytes."""
+
+    upload_id: str
+    length: int
+    user: str
+    metadata: str = ""  # the Upload-Metadata header as the client sent it
+    created: float = 0.0
+    job_id: int | None = None  # set when the last byte has landed
+    landed: bool = False  # the bundle is on the job's path and handed to the queue
+
+
+def not_found(upload_id: str) -> UploadError:
+    """The error for an id the store does not know."""
+    return UploadError(f"upload {upload_id} does not exist (it may have expired or been "
+                       "deleted); create a new upload", status=404)
+
+
+class TusStore:
+    """Partial uploads and their descriptions, one directory on the volume."""
+
+    def __init__(self, volume_path: str, expiry: float, transfer_size: int):
+        self.root = os.path.join(volume_path, "tus")
+        self.expiry = expiry
+        self.transfer_size = transfer_size
+        os.makedirs(self.root, exist_ok=True)
+
+    # -- paths ----------------------------------------------------------------------------
+
+    def _path(self, upload_id: str, suffix: str) -> str:
+        if not UPLOAD_ID.fullmatch(upload_id or ""):
+            raise not_found(str(upload_id)[:64])
+        return os.path.join(self.root, upload_id + suffix)
+
+    def part_path(self, upload_id: str) -> str:
+        """Where the bytes of an upload accumulate."""
+        return self._path(upload_id, ".part")
+
+    def ids(self) -> list[str]:
+        """Every upload id that has a description or a lock on the volume."""
+        found = set()
+        for name in os.listdir(self.root):
+            stem, _, suffix = name.partition(".")
+            if UPLOAD_ID.fullmatch(stem) and suffix in ("json", "lock", "part"):
+                found.add(stem)
+        return sorted(found)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def create(self, length: int, user: str, metadata: str = "") -> UploadInfo:
+        """A new empty upload with an unguessable id."""
+        info = UploadInfo(uuid.uuid4().hex, length, user, metadata, created=time.time())
+        open(self._path(info.upload_id, ".lock"), "xb").close()  # pylint: disable=consider-using-with
+        open(self.part_path(info.upload_id), "xb").close()  # pylint: disable=consider-using-with
+        self.save(info)
+        return info
+
+    def load(self, upload_id: str) -> UploadInfo:
+        """The description of an upload, or 404."""
+        try:
+            with open(self._path(upload_id, ".json"), encoding="utf-8") as handle:
+                return UploadInfo(**json.load(handle))
+        except FileNotFoundError:
+            raise not_found(upload_id) from None
+
+    def save(self, info: UploadInfo) -> None:
+        """Write the description durably (temp file, fsync, rename)."""
+        final = self._path(info.upload_id, ".json")
+        with open(final + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(dataclasses.asdict(info), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(final + ".tmp", final)
+        _fsync_directory(self.root)
+
+    def remove(self, upload_id: str) -> None:
+        """Forget an upload and its bytes (call with its lock held)."""
+        for suffix in (".part", ".json", ".json.tmp", ".lock"):
+            _unlink(self._path(upload_id, suffix))
+
+    def offset(self, info: UploadInfo) -> int:
+        """Bytes received so far: the size of the part file (all of them once it has landed)."""
+        try:
+            return os.path.getsize(self.part_path(info.upload_id))
+        except FileNotFoundError:
+            if info.job_id is not None:
+                return info.length
+            raise not_found(info.upload_id) from None
+
+    def last_activity(self, upload_id: str) -> float:
+        """When the upload last received bytes or changed its description."""
+        times = []
+        for suffix in (".part", ".json", ".lock"):
+            try:
+                times.append(os.path.getmtime(self._path(upload_id, suffix)))
+            except FileNotFoundError:
+                pass
+        return max(times) if times else 0.0
+
+    def expires_at(self, upload_id: str) -> float | None:
+        """When an idle upload will be removed (None: never)."""
+        if not self.expiry:
+            return None
+        return self.last_activity(upload_id) + self.expiry
+
+    def is_expired(self, upload_id: str, now: float | None = None) -> bool:
+        """True once the upload has been idle for longer than the expiry."""
+        deadline = self.expires_at(upload_id)
+        return deadline is not None and (now or time.time()) >= deadline
+
+    @contextlib.contextmanager
+    def locked(self, upload_id: str, wait: float = LOCK_WAIT) -> Iterator[None]:
+        """Hold the upload's lock; 423 if another request keeps it longer than ``wait``."""
+        try:
+            descriptor = os.open(self._path(upload_id, ".lock"), os.O_RDWR)
+        except FileNotFoundError:
+            raise not_found(upload_id) from None
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as err:
+                    if err.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise UploadError(f"upload {upload_id} is busy with another request; "
+                                          "retry shortly", status=423) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(descriptor)
+
+    # -- bytes ----------------------------------------------------------------------------
+
+    def append(self, info: UploadInfo, stream: BinaryIO, offset: int, count: int | None,
+               checksum: tuple[str, bytes] | None = None) -> int:
+        """Write a PATCH body at ``offset``; keep what arrived, unless a checksum can't vouch.
+
+        ``count`` is the body length (None: read to the end, chunked).  Returns the new offset.
+        An interrupted body keeps its bytes (the client resumes after them) unless the client
+        sent a checksum, which can then not be verified, so the chunk is dropped as the tus
+        checksum extension asks.  A checksum that does not match drops the chunk and answers 460.
+        """
+        room = info.length - offset
+        hasher = hashlib.new(checksum[0]) if checksum else None
+        received = 0
+        with open(self.part_path(info.upload_id), "r+b") as target:
+            target.seek(offset)
+            try:
+                received = self._copy(stream, target, count, room, hasher)
+            except BaseException:
+                if hasher is not None:
+                    target.truncate(offset)
+                _sync(target)
+                raise
+            if hasher is not None and hasher.digest() != checksum[1]:
+                target.truncate(offset)
+                _sync(target)
+                found = base64.b64encode(hasher.digest()).decode("ascii")
+                expected = base64.b64encode(checksum[1]).decode("ascii")
+                raise UploadError(f"the chunk at offset {offset} does not match its "
+                                  f"Upload-Checksum: {checksum[0]} expected {expected}, got "
+                                  f"{found}; it was discarded, send it again",
+                                  status=CHECKSUM_MISMATCH)
+            _sync(target)
+        return offset + received
+
+    def _copy(self, stream, target, count, room, hasher) -> int:
+        received = 0
+        while count is None or received < count:
+            want = self.transfer_size if count is None else min(self.transfer_size,
+                                                                count - received)
+            try:
+                chunk = stream.read(want)
+            except (OSError, ValueError) as err:
+                raise _interrupted(received, count, err) from err
+            if not chunk:
+                if count is None:
+                    break
+                raise _interrupted(received, count, None)
+            if received + len(chunk) > room:
+                target.truncate(target.tell() - received)
+                raise UploadError(f"the chunk runs past the upload's declared length: only "
+                                  f"{room} more bytes were expected; nothing was kept",
+                                  status=413)
+            target.write(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            received += len(chunk)
+        return received
+
+
+def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
+    """``Upload-Checksum: sha1 <base64>`` -> ('sha1', digest); 400 on anything else."""
+    if not header:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    algorithm = algorithm.lower()
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise UploadError(f"checksum algorithm {algorithm!r} is not supported; use one of "
+                          f"{', '.join(CHECKSUM_ALGORITHMS)}", status=400)
+    try:
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (ValueError, TypeError):
+        raise UploadError(f"Upload-Checksum {header!r} is not '<algorithm> <base64 digest>'",
+                          status=400) from None
+    if len(digest) != hashlib.new(algorithm).digest_size:
+        raise UploadError(f"Upload-Checksum carries {len(digest)} bytes, a {algorithm} digest "
+                          f"has {hashlib.new(algorithm).digest_size}", status=400)
+    return algorithm, digest
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """``Upload-Metadata: key base64,key2 base64`` -> {key: text}; 400 if malformed."""
+    result = {}
+    for pair in (header or "").split(","):
+        if not pair.strip():
+            continue
+        key, _, value = pair.strip().partition(" ")
+        try:
+            result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
+        except ValueError:
+            raise UploadError(f"Upload-Metadata pair {pair.strip()!r} is not '<key> <base64>'",
+                              status=400) from None
+    return result
+
+
+def _interrupted(received: int, count: int | None, err) -> UploadError:
+    expected = f" of {count}" if count is not None else ""
+    cause = f" ({err})" if err else ""
+    return UploadError(f"the chunk was interrupted after {received}{expected} bytes{cause}; "
+                       "ask HEAD for the offset and resume from there", status=400)
+
+
+def _sync(handle) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _fsync_directory(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
