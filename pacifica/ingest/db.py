@@ -43,6 +43,11 @@ def make_database(url: str) -> peewee.Database:
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return connect_url(url, pragmas=SQLITE_PRAGMAS)
+    if url.startswith("mysql"):
+        # Count matched rows, not changed ones: a state write that repeats the same values
+        # within one second must still read as "the job is running" (as on SQLite/PostgreSQL).
+        from pymysql.constants import CLIENT  # pylint: disable=import-outside-toplevel
+        return connect_url(url, client_flag=CLIENT.FOUND_ROWS)
     return connect_url(url)
 
 
