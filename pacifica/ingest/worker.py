@@ -37,7 +37,10 @@ def build_deps(settings: Settings) -> Deps:
             else LocalMetadataSink())
     limits = BundleLimits(max_members=settings.ingest.max_members,
                           max_metadata_size=settings.ingest.max_metadata_size,
-                          max_total_size=settings.ingest.max_total_size)
+                          max_total_size=settings.ingest.max_total_size,
+                          max_unpacked_size=settings.ingest.max_bundle_size,
+                          max_unpack_ratio=settings.ingest.max_unpack_ratio,
+                          min_free_space=settings.ingest.min_free_space)
     return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
                 limits=limits, progress_interval=settings.ingest.progress_interval)
 
