@@ -138,10 +138,18 @@ def set_fields(job_id: int, **fields) -> bool:
 def reset(job_id: int, path: str | None = None) -> bool:
     """Put a job back to OK/UPLOADING so it can be ingested again (admin retry)."""
     fields = dict(state=OK, task=Step.UPLOADING.value, task_percent=0.0, exception="",
-                  complete=False, queue_state=WAITING)
+                  complete=False, queue_state=WAITING, owner="")
     if path is not None:
         fields["path"] = path
     return _update(job_id, only_if_running=False, **fields)
+
+
+def claim_run(job_id: int, previous_owner: str, owner: str) -> bool:
+    """Take a running job for one worker process; of racing deliveries only one wins."""
+    query = Job.update(owner=owner, attempts=Job.attempts + 1, updated=utcnow()).where(
+        (Job.job_id == job_id) & (Job.owner == previous_owner) & (Job.state == OK)
+        & (Job.complete == False))  # noqa: E712
+    return retrying(query.execute) > 0
 
 
 def claim_for_queue(job_id: int) -> bool:

@@ -11,7 +11,7 @@ import cherrypy
 
 from . import db, logsetup, schema
 from .config import ConfigError, load
-from .queue import WaitingJobsRetry
+from .recovery import Janitor
 from .web.app import create_app, server_config
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,17 @@ def start_worker(config_path: str | None) -> subprocess.Popen:
     return subprocess.Popen(command, env=env)  # pylint: disable=consider-using-with
 
 
+def start_janitor(app, settings) -> Janitor:
+    """Fail uploads a dead frontend left behind (now, before serving), then sweep in the background."""
+    janitor = Janitor(app.intake.enqueue, settings.ingest.volume_path, settings.ingest.stale_after)
+    try:
+        janitor.run_once()
+    except Exception:  # the database may not be there yet; the thread tries again
+        logger.warning("start-up sweep of abandoned jobs failed", exc_info=True)
+    janitor.start()
+    return janitor
+
+
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest``."""
     logsetup.configure()
@@ -72,8 +83,7 @@ def main(argv=None) -> int:
     cherrypy.config.update(server_config(settings, args.address, args.port))
     if args.cp_config:
         cherrypy.config.update(args.cp_config)
-    retry = WaitingJobsRetry(app.intake.enqueue)
-    retry.start()
+    retry = start_janitor(app, settings)
     worker = start_worker(args.config) if args.with_worker else None
     logger.info("Pacifica Ingest listening on http://%s:%d/", args.address, args.port)
     try:

@@ -1,7 +1,7 @@
 """WSGI entry point for uwsgi/gunicorn: ``pacifica.ingest.wsgi:application``."""
 from . import db, logsetup, schema
 from .config import load
-from .queue import WaitingJobsRetry
+from .server import start_janitor
 from .web.app import create_app
 
 logsetup.configure()
@@ -12,5 +12,4 @@ try:
     schema.require_compatible()
 finally:
     db.database_proxy.close()
-waiting_jobs_retry = WaitingJobsRetry(application.intake.enqueue)
-waiting_jobs_retry.start()
+waiting_jobs_retry = start_janitor(application, settings)
