@@ -27,6 +27,12 @@ SQLITE_PRAGMAS = {
 }
 
 
+class LongTextField(peewee.TextField):
+    """Text without MySQL's 64 KiB TEXT cap (LONGTEXT; SQLite reads it as TEXT)."""
+
+    field_type = "LONGTEXT"
+
+
 class BaseModel(peewee.Model):
     """Base of every table; bound through the proxy."""
 
@@ -43,6 +49,11 @@ def make_database(url: str) -> peewee.Database:
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return connect_url(url, pragmas=SQLITE_PRAGMAS)
+    if url.startswith("mysql"):
+        # Count matched rows, as SQLite does: an UPDATE that rewrites the same values (a
+        # progress write within the same second) must not look like "no such running job".
+        from pymysql.constants import CLIENT  # pylint: disable=import-outside-toplevel
+        return connect_url(url, client_flag=CLIENT.FOUND_ROWS)
     return connect_url(url)
 
 

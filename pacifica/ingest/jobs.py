@@ -35,6 +35,8 @@ RECEIVING = "receiving"  # the body is still arriving
 WAITING = "waiting"  # accepted, but the broker could not take it yet; retried until it does
 QUEUED = "queued"  # handed to the broker
 
+MAX_EXCEPTION = 16000  # characters of a failure message kept (MySQL TEXT holds 64 KiB)
+
 KIND_UPLOAD = "upload"
 KIND_MOVE = "move"
 
@@ -121,6 +123,8 @@ def advance(job_id: int, step: Step, percent: float = 0.0) -> bool:
 def fail(job_id: int, step: Step | str, message: str) -> bool:
     """Mark a job FAILED at a step with a message a person can act on."""
     task = step.value if isinstance(step, Step) else step
+    if len(message) > MAX_EXCEPTION:  # hostile names must not make the FAILED write fail
+        message = message[:MAX_EXCEPTION] + f"\n... ({len(message) - MAX_EXCEPTION} more characters)"
     return _update(job_id, only_if_running=False, state=FAILED, task=task, exception=message,
                    complete=True)
 

@@ -94,7 +94,8 @@ def describe(job: Job, stale_after: float) -> dict:
         job.updated, datetime.datetime) else None
     running = job.state == jobs.OK and not job.complete
     return dict(job.as_dict(), kind=job.kind, queue_state=job.queue_state, owner=job.owner,
-                attempts=job.attempts, path=job.path, bytes_expected=job.bytes_expected,
+                attempts=job.attempts, path=job.path, file_id_start=job.file_id_start,
+                file_count=job.file_count, bytes_expected=job.bytes_expected,
                 bytes_received=job.bytes_received, seconds_since_update=age,
                 stale=bool(running and is_stale(job.updated, stale_after)))
 
