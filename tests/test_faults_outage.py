@@ -41,8 +41,12 @@ def test_upload_during_broker_outage_is_kept_and_queued_once(make_stack, broker,
         try:
             answer = stack.upload(make_bundle(files))
             assert (answer["state"], answer["task"]) == ("OK", "UPLOADING"), answer
-            job = [j for j in admin_jobs(stack) if j["job_id"] == answer["job_id"]][0]
-            assert job["queue_state"] == "waiting", job
+            # "queued" shows for a moment while the frontend's retry tries the broker again
+            job = wait_until(lambda: [j for j in admin_jobs(stack)
+                                      if j["job_id"] == answer["job_id"]
+                                      and j["queue_state"] == "waiting"], 60,
+                             "the job to be recorded as waiting for the broker")[0]
+            assert (job["state"], job["attempts"]) == ("OK", 0), job
             assert os.path.exists(job["path"]), job
         finally:
             proxy.restore()
@@ -51,6 +55,7 @@ def test_upload_during_broker_outage_is_kept_and_queued_once(make_stack, broker,
         assert_archived(stack, answer["job_id"], files)
         job = [j for j in admin_jobs(stack) if j["job_id"] == answer["job_id"]][0]
         assert (job["queue_state"], job["attempts"]) == ("queued", 1), job
+        stack.stop()  # while the proxy still forwards, so shutdown waits on no dead link
 
 
 def test_database_outage_answers_503_and_recovers(make_stack):
@@ -85,3 +90,4 @@ def test_database_outage_answers_503_and_recovers(make_stack):
         assert state["state"] == "OK" and state["complete"], state
         assert_archived(stack, job_id, files)
         assert [j["attempts"] for j in admin_jobs(stack) if j["job_id"] == job_id] == [1]
+        stack.stop()  # while the proxy still forwards, so shutdown waits on no dead link

@@ -216,7 +216,7 @@ def test_chunked_body_over_the_limit_is_413_while_streaming(limited):
     size = 8 * 1024 * 1024 + 100
     sock = socket.create_connection(("127.0.0.1", limited.port), timeout=60)
     try:
-        sock.sendall((f"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        sock.sendall(("POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                       "Content-Type: application/octet-stream\r\n\r\n").encode())
         sent = 0
         try:
