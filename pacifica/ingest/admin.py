@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import catalog, db, jobs, logsetup, schema
+from . import catalog, db, jobs, logsetup, recovery, schema
 from .config import ConfigError, load
 from .errors import JobNotFound
 from .queue import Enqueuer, make_celery, submit
@@ -41,7 +41,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     files = commands.add_parser("files", help="list what a job ingested (embedded catalog)")
     files.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+
+    listing = commands.add_parser("jobs", help="list jobs by state and age (find stuck ones)")
+    listing.add_argument("--state", choices=(jobs.OK, jobs.FAILED))
+    listing.add_argument("--queue-state", choices=(jobs.RECEIVING, jobs.WAITING, jobs.QUEUED))
+    listing.add_argument("--older-than", type=float, metavar="SECONDS",
+                         help="only jobs not updated for this many seconds")
+    listing.add_argument("--running", action="store_true", help="only jobs not finished yet")
+    listing.add_argument("--stale", action="store_true",
+                         help="only running jobs without progress for [ingest] stale_after")
+    listing.add_argument("--limit", type=int, default=1000)
+
+    requeue = commands.add_parser("requeue", help="queue jobs again, keeping their file ids")
+    _add_selection(requeue)
+
+    fail = commands.add_parser("fail", help="mark jobs FAILED with a message")
+    _add_selection(fail)
+    fail.add_argument("--message", default="stopped by an administrator",
+                      help="what clients will read in 'exception'")
+
+    commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
+                                        "dead frontend left, queue again jobs a dead worker lost")
     return parser
+
+
+def _add_selection(command) -> None:
+    which = command.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job-id", "--job_id", dest="job_ids", type=int, action="append",
+                       help="a job (repeatable)")
+    which.add_argument("--stale", action="store_true",
+                       help="every running job without progress for [ingest] stale_after")
+    command.add_argument("--older-than", type=float, metavar="SECONDS",
+                         help="with --stale: this many seconds instead of stale_after")
 
 
 def _print(document) -> None:
@@ -100,8 +131,80 @@ def cmd_files(args, settings) -> int:
     return 0
 
 
+def _stale_after(args, settings) -> float:
+    return args.older_than if args.older_than is not None else settings.ingest.stale_after
+
+
+def cmd_jobs(args, settings) -> int:
+    """List jobs with what an operator needs to judge them."""
+    stale_after = _stale_after(args, settings)
+    older = args.older_than if args.older_than is not None else (
+        stale_after if args.stale else None)
+    found = recovery.list_jobs(state=args.state, queue_state=args.queue_state, older_than=older,
+                               running=args.running or args.stale, limit=args.limit)
+    _print([recovery.describe(job, stale_after) for job in found])
+    return 0
+
+
+def _selected(args, settings) -> list[int]:
+    if args.job_ids:
+        for job_id in args.job_ids:
+            jobs.get(job_id)
+        return list(args.job_ids)
+    return [job.job_id for job in recovery.list_jobs(
+        running=True, older_than=_stale_after(args, settings))]
+
+
+def cmd_requeue(args, settings) -> int:
+    """Reset jobs to OK and queue them again; file ids already given are kept."""
+    enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
+    result = []
+    for job_id in _selected(args, settings):
+        job = jobs.get(job_id)
+        if job.complete and job.state == jobs.OK:
+            logger.warning("job %s finished OK; not queueing it again", job_id)
+            continue
+        if not job.path or not os.path.isfile(job.path):
+            logger.error("job %s: its bundle %s is not on the volume; use `fail` instead",
+                         job_id, job.path)
+            continue
+        jobs.reset(job_id)
+        if not submit(job_id, job.kind, enqueue):
+            logger.warning("the broker did not take job %s; it waits and the frontend retries "
+                           "it", job_id)
+        result.append(recovery.describe(jobs.get(job_id), settings.ingest.stale_after))
+    _print(result)
+    return 0
+
+
+def cmd_fail(args, settings) -> int:
+    """Mark jobs FAILED; remove partial files they left on the volume (not their bundles)."""
+    result = []
+    for job_id in _selected(args, settings):
+        job = jobs.get(job_id)
+        if job.complete:
+            logger.warning("job %s is already complete (%s); leaving it", job_id, job.state)
+            continue
+        jobs.fail(job_id, job.task, args.message)
+        recovery.remove_leftovers(settings.ingest.volume_path, job_id)
+        result.append(recovery.describe(jobs.get(job_id), settings.ingest.stale_after))
+    _print(result)
+    return 0
+
+
+def cmd_recover(args, settings) -> int:
+    """What the frontend does every few seconds, once, from the command line."""
+    stale_after = settings.ingest.stale_after
+    enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
+    failed = recovery.fail_abandoned_uploads(settings.ingest.volume_path, stale_after)
+    requeued = recovery.requeue_lost_jobs(enqueue, stale_after)
+    _print({"failed_uploads": failed, "requeued": requeued})
+    return 0
+
+
 COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": cmd_retry,
-            "files": cmd_files}
+            "files": cmd_files, "jobs": cmd_jobs, "requeue": cmd_requeue, "fail": cmd_fail,
+            "recover": cmd_recover}
 
 
 def main(argv=None) -> int:

@@ -3,12 +3,24 @@
 Headers are read once with ``tarfile`` (pax, GNU long names and all); member
 bytes are then read straight from the bundle file at their offsets, so no
 member is ever extracted by tarfile and no link is ever followed.
+
+A compressed bundle (gzip, bzip2 or xz, told by its magic bytes) is first
+decompressed, streaming, into an uncompressed copy beside it on the volume
+(``<bundle>.unpacked``); the copy is capped (see ``BundleLimits``) so a
+decompression bomb stops with a clear message long before it fills the disk.
+Decompressing once keeps the rest of the reader unchanged: random access at
+offsets, one pass per file, no seeking inside a compressed stream.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
+import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass
 
 from .errors import BundleError, MetadataError
@@ -16,6 +28,16 @@ from .metadata import DATA_ROOT, split_path
 
 METADATA_NAME = "metadata.txt"
 BLOCK = 512
+UNPACKED_SUFFIX = ".unpacked"
+UNPACK_CHUNK = 1024 * 1024
+
+# magic bytes -> (format name, opener of a decompressing reader)
+COMPRESSIONS = (
+    (b"\x1f\x8b", "gzip", gzip.open),
+    (b"BZh", "bzip2", bz2.open),
+    (b"\xfd7zXZ\x00", "xz", lzma.open),
+)
+DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,9 @@ class BundleLimits:
     max_members: int = 1_000_000
     max_metadata_size: int = 64 * 1024**2
     max_total_size: int = 0  # 0: no limit beyond the bundle's own size
+    max_unpacked_size: int = 0  # a decompressed bundle's cap (max_bundle_size); 0: none
+    max_unpack_ratio: int = 0  # decompressed/compressed size cap; 0: none
+    min_free_space: int = 0  # what decompressing must leave free on the volume
 
 
 @dataclass(frozen=True)
@@ -62,16 +87,19 @@ class Bundle:
     """An opened, checked tar bundle on disk."""
 
     def __init__(self, path: str, members: dict[str, Member], metadata: Member | None,
-                 limits: BundleLimits = BundleLimits()):
+                 limits: BundleLimits = BundleLimits(), tar_path: str | None = None):
         self.path = path
         self.limits = limits
+        self.tar_path = tar_path or path  # the uncompressed tar actually read
         self.members = members
         self.metadata_member = metadata
-        self._file = open(path, "rb")  # pylint: disable=consider-using-with
+        self._file = open(self.tar_path, "rb")  # pylint: disable=consider-using-with
 
     def close(self) -> None:
-        """Release the bundle file."""
+        """Release the bundle file and drop a decompressed copy made for it."""
         self._file.close()
+        if self.tar_path != self.path:
+            _unlink(self.tar_path)
 
     def __enter__(self) -> "Bundle":
         return self
@@ -99,9 +127,85 @@ class Bundle:
 
     @classmethod
     def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "Bundle":
-        """Open and check a bundle; raise BundleError listing every unsafe member."""
-        members, metadata = scan(path, limits)
-        return cls(path, members, metadata, limits)
+        """Open and check a bundle (decompressing it first if need be); raise BundleError."""
+        tar_path = decompress(path, limits)
+        try:
+            members, metadata = scan(tar_path, limits)
+            return cls(path, members, metadata, limits, tar_path)
+        except BaseException:
+            if tar_path != path:
+                _unlink(tar_path)
+            raise
+
+
+def compression_of(path: str):
+    """The (name, opener) of a compressed bundle, or None for a plain tar."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as err:
+        raise BundleError(f"the bundle file is not on the volume ({err.strerror}): {path}") from err
+    for magic, name, opener in COMPRESSIONS:
+        if head.startswith(magic):
+            return name, opener
+    return None
+
+
+def unpack_cap(compressed_size: int, free_space: int, limits: BundleLimits) -> tuple[int, str]:
+    """The most bytes a decompressed bundle may take, and which limit sets it."""
+    caps = [(max(free_space - limits.min_free_space, 0),
+             "the free space on the volume (less min_free_space)")]
+    if limits.max_unpacked_size:
+        caps.append((limits.max_unpacked_size, "max_bundle_size, which applies to the "
+                     "decompressed tar as to an uncompressed upload"))
+    if limits.max_unpack_ratio:
+        caps.append((limits.max_unpack_ratio * max(compressed_size, BLOCK),
+                     f"max_unpack_ratio: {limits.max_unpack_ratio} times the compressed size"))
+    return min(caps)
+
+
+def decompress(path: str, limits: BundleLimits) -> str:
+    """Return the path of the uncompressed tar: ``path`` itself, or a capped decompressed copy."""
+    kind = compression_of(path)
+    if kind is None:
+        return path
+    name, opener = kind
+    target = path + UNPACKED_SUFFIX
+    partial = target + ".part"
+    folder = os.path.dirname(os.path.abspath(path))
+    cap, reason = unpack_cap(os.path.getsize(path), shutil.disk_usage(folder).free, limits)
+    written = 0
+    try:
+        with opener(path, "rb") as source, open(partial, "wb") as sink:
+            while True:
+                chunk = source.read(UNPACK_CHUNK)
+                if not chunk:
+                    break
+                written += len(chunk)
+                if written > cap:
+                    raise BundleError(f"the {name}-compressed bundle decompresses to more than "
+                                      f"{cap} bytes, over the limit set by {reason}; "
+                                      "refusing it (a decompression bomb?)")
+                try:
+                    sink.write(chunk)
+                except OSError as err:
+                    raise BundleError(f"the volume could not hold the decompressed bundle after "
+                                      f"{written} bytes: {err.strerror}") from err
+        os.replace(partial, target)
+    except BundleError:
+        _unlink(partial)
+        raise
+    except DECOMPRESSION_ERRORS as err:
+        _unlink(partial)
+        if isinstance(err, EOFError):
+            raise BundleError(f"the {name}-compressed bundle is truncated: its compressed stream "
+                              "ends early (was the upload cut short?)") from err
+        raise BundleError(f"the {name}-compressed bundle is corrupt after {written} "
+                          f"decompressed bytes: {err}") from err
+    except BaseException:
+        _unlink(partial)
+        raise
+    return target
 
 
 def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | None]:
@@ -224,3 +328,10 @@ def _has_end_marker(path: str, offset: int, file_size: int) -> bool:
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.read(BLOCK) == bytes(BLOCK)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

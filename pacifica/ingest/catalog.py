@@ -5,7 +5,7 @@ import json
 
 import peewee
 
-from .db import BaseModel, database_proxy
+from .db import BaseModel, LongTextField, database_proxy
 from .jobs import utcnow
 
 
@@ -18,7 +18,7 @@ class Transaction(BaseModel):
     instrument = peewee.CharField(max_length=255, null=True)
     user = peewee.CharField(max_length=255, default="")
     created = peewee.DateTimeField(default=utcnow)
-    metadata = peewee.TextField()  # the full list as sent on
+    metadata = LongTextField()  # the full list as sent on (over 64 KiB for many files)
 
     class Meta:
         table_name = "ingest_transactions"

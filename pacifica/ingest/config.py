@@ -25,6 +25,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "max_metadata_size": ("64 Mb", None),
         "max_members": ("1000000", None),
         "max_total_size": ("0", None),
+        "max_unpack_ratio": ("100", None),
         "progress_interval": ("0.5", None),
         "stale_after": ("3600", None),
         "thread_pool": ("32", None),
@@ -97,6 +98,7 @@ class IngestSettings:
     max_metadata_size: int = 64 * 1024**2
     max_members: int = 1_000_000
     max_total_size: int = 0
+    max_unpack_ratio: int = 100
     progress_interval: float = 0.5
     stale_after: float = 3600.0
     thread_pool: int = 32
@@ -223,6 +225,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         max_metadata_size=size("ingest", "max_metadata_size"),
         max_members=number("ingest", "max_members"),
         max_total_size=size("ingest", "max_total_size"),
+        max_unpack_ratio=number("ingest", "max_unpack_ratio"),
         progress_interval=number("ingest", "progress_interval", float),
         stale_after=number("ingest", "stale_after", float),
         thread_pool=number("ingest", "thread_pool"),

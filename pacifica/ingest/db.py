@@ -27,6 +27,12 @@ SQLITE_PRAGMAS = {
 }
 
 
+class LongTextField(peewee.TextField):
+    """Text without MySQL's 64 KiB TEXT cap (LONGTEXT; SQLite reads it as TEXT)."""
+
+    field_type = "LONGTEXT"
+
+
 class BaseModel(peewee.Model):
     """Base of every table; bound through the proxy."""
 

@@ -35,6 +35,8 @@ RECEIVING = "receiving"  # the body is still arriving
 WAITING = "waiting"  # accepted, but the broker could not take it yet; retried until it does
 QUEUED = "queued"  # handed to the broker
 
+MAX_EXCEPTION = 16000  # characters of a failure message kept (MySQL TEXT holds 64 KiB)
+
 KIND_UPLOAD = "upload"
 KIND_MOVE = "move"
 
@@ -121,6 +123,8 @@ def advance(job_id: int, step: Step, percent: float = 0.0) -> bool:
 def fail(job_id: int, step: Step | str, message: str) -> bool:
     """Mark a job FAILED at a step with a message a person can act on."""
     task = step.value if isinstance(step, Step) else step
+    if len(message) > MAX_EXCEPTION:  # hostile names must not make the FAILED write fail
+        message = message[:MAX_EXCEPTION] + f"\n... ({len(message) - MAX_EXCEPTION} more characters)"
     return _update(job_id, only_if_running=False, state=FAILED, task=task, exception=message,
                    complete=True)
 
@@ -138,10 +142,18 @@ def set_fields(job_id: int, **fields) -> bool:
 def reset(job_id: int, path: str | None = None) -> bool:
     """Put a job back to OK/UPLOADING so it can be ingested again (admin retry)."""
     fields = dict(state=OK, task=Step.UPLOADING.value, task_percent=0.0, exception="",
-                  complete=False, queue_state=WAITING)
+                  complete=False, queue_state=WAITING, owner="")
     if path is not None:
         fields["path"] = path
     return _update(job_id, only_if_running=False, **fields)
+
+
+def claim_run(job_id: int, previous_owner: str, owner: str) -> bool:
+    """Take a running job for one worker process; of racing deliveries only one wins."""
+    query = Job.update(owner=owner, attempts=Job.attempts + 1, updated=utcnow()).where(
+        (Job.job_id == job_id) & (Job.owner == previous_owner) & (Job.state == OK)
+        & (Job.complete == False))  # noqa: E712
+    return retrying(query.execute) > 0
 
 
 def claim_for_queue(job_id: int) -> bool:

@@ -39,12 +39,21 @@ class Deps:
     progress_interval: float = 0.5
 
 
-class Progress:
-    """Writes task and percent for one job, at most every ``interval`` seconds within a step."""
+STEP_ORDER = {step: position for position, step in enumerate(Step)}
 
-    def __init__(self, job_id: int, interval: float):
+
+class Progress:
+    """Writes task and percent for one job, at most every ``interval`` seconds within a step.
+
+    ``floor`` is the furthest step a client has already seen: when a job is run
+    again (a worker died, the database blinked), steps before it are redone
+    silently, so the visible task never goes back beyond a restart of that step.
+    """
+
+    def __init__(self, job_id: int, interval: float, floor: Step = Step.UPLOADING):
         self.job_id = job_id
         self.interval = interval
+        self.floor = floor
         self.step = Step.UPLOADING
         self._last_write = 0.0
         self._done = 0
@@ -68,6 +77,8 @@ class Progress:
 
     def _write(self, percent: float) -> None:
         self._last_write = time.monotonic()
+        if STEP_ORDER[self.step] < STEP_ORDER[self.floor]:
+            return
         if not jobs.advance(self.job_id, self.step, percent):
             raise JobCancelled(f"job {self.job_id} is no longer running")
 

@@ -11,7 +11,7 @@ import cherrypy
 
 from . import db, logsetup, schema
 from .config import ConfigError, load
-from .queue import WaitingJobsRetry
+from .recovery import Janitor
 from .web.app import create_app, server_config
 from .web.tus import TusSweeper
 
@@ -48,6 +48,20 @@ def start_worker(config_path: str | None) -> subprocess.Popen:
     return subprocess.Popen(command, env=env)  # pylint: disable=consider-using-with
 
 
+def start_background(app, settings) -> list:
+    """The frontend's background threads: the job janitor (after one sweep now, before serving
+    fails uploads a dead frontend left behind) and the tus expiry sweeper. Returns them."""
+    janitor = Janitor(app.intake.enqueue, settings.ingest.volume_path, settings.ingest.stale_after)
+    try:
+        janitor.run_once()
+    except Exception:  # the database may not be there yet; the thread tries again
+        logger.warning("start-up sweep of abandoned jobs failed", exc_info=True)
+    janitor.start()
+    sweeper = TusSweeper(app.tus)
+    sweeper.start()
+    return [janitor, sweeper]
+
+
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest``."""
     logsetup.configure()
@@ -73,10 +87,7 @@ def main(argv=None) -> int:
     cherrypy.config.update(server_config(settings, args.address, args.port))
     if args.cp_config:
         cherrypy.config.update(args.cp_config)
-    retry = WaitingJobsRetry(app.intake.enqueue)
-    retry.start()
-    sweeper = TusSweeper(app.tus)
-    sweeper.start()
+    background = start_background(app, settings)
     worker = start_worker(args.config) if args.with_worker else None
     logger.info("Pacifica Ingest listening on http://%s:%d/", args.address, args.port)
     try:
@@ -84,8 +95,8 @@ def main(argv=None) -> int:
         cherrypy.engine.start()
         cherrypy.engine.block()
     finally:
-        retry.stop()
-        sweeper.stop()
+        for thread in background:
+            thread.stop()
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import traceback
 from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, jobs, schema
+from . import db, jobs, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
 from .errors import IngestError, JobNotFound
 from .http import make_session
-from .pipeline import Deps, JobCancelled, Progress, ingest_bundle, move_files
+from .jobs import Step
+from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE
 from .services.ids import CounterIdSource, UniqueIdClient
 from .services.metadata_sink import LocalMetadataSink, MetadataClient
@@ -37,15 +36,27 @@ def build_deps(settings: Settings) -> Deps:
             else LocalMetadataSink())
     limits = BundleLimits(max_members=settings.ingest.max_members,
                           max_metadata_size=settings.ingest.max_metadata_size,
-                          max_total_size=settings.ingest.max_total_size)
+                          max_total_size=settings.ingest.max_total_size,
+                          max_unpacked_size=settings.ingest.max_bundle_size,
+                          max_unpack_ratio=settings.ingest.max_unpack_ratio,
+                          min_free_space=settings.ingest.min_free_space)
     return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
                 limits=limits, progress_interval=settings.ingest.progress_interval)
 
 
-def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps]) -> None:
-    """Run a job's pipeline once; an IngestError becomes FAILED with its message."""
+DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the database
+
+
+def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
+            stale_after: float = 3600.0) -> None:
+    """Run a job's pipeline once; an IngestError becomes FAILED with its message.
+
+    A delivery of a job another live process is running is dropped (duplicates
+    come from broker redelivery and the lost-job sweep); a job whose previous
+    worker died is taken over and its idempotent pipeline run again.
+    """
     try:
-        job = jobs.get(job_id)
+        job = db.retrying(lambda: jobs.get(job_id))
     except JobNotFound:
         logger.error("task %s for job %s: no such job, dropping it", task_name, job_id)
         return
@@ -53,12 +64,23 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps]) -> None:
         logger.info("job %s is already %s (complete=%s); nothing to do", job_id, job.state,
                     job.complete)
         return
-    jobs.set_fields(job_id, attempts=job.attempts + 1, owner=f"{socket.gethostname()}:{os.getpid()}")
-    progress = Progress(job_id, 0.5)
+    me = recovery.this_process()
+    if job.owner and job.owner != me and recovery.owner_alive(job.owner, job.updated,
+                                                               stale_after):
+        logger.warning("job %s is being run by %s; dropping this duplicate delivery", job_id,
+                       job.owner)
+        return
+    if not jobs.claim_run(job_id, job.owner, me):
+        logger.warning("job %s was taken by another worker; dropping this delivery", job_id)
+        return
+    if job.owner:
+        logger.warning("job %s: taking over from %s, which is gone; running it again",
+                       job_id, job.owner)
+    progress = Progress(job_id, 0.5, floor=_step_of(job.task))
     try:
         deps = get_deps()
         progress.interval = deps.progress_interval
-        PIPELINES[task_name](job, deps, progress)
+        _run_through_outages(job_id, task_name, deps, progress)
     except JobCancelled:
         logger.info("job %s was stopped from outside while it ran", job_id)
     except IngestError as err:
@@ -70,6 +92,28 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps]) -> None:
                                          "(the service logs have the details)\n"
                                          + traceback.format_exc(limit=5))
         raise
+
+
+def _step_of(task: str) -> Step:
+    try:
+        return Step(task)
+    except ValueError:
+        return Step.UPLOADING
+
+
+def _run_through_outages(job_id: int, task_name: str, deps: Deps, progress: Progress) -> None:
+    """Run the pipeline; when the database drops, wait for it and run it again (idempotent)."""
+    for run in range(1, DATABASE_OUTAGE_RUNS + 1):
+        try:
+            PIPELINES[task_name](jobs.get(job_id), deps, progress)
+            return
+        except db.UNAVAILABLE_ERRORS as err:
+            if run == DATABASE_OUTAGE_RUNS:
+                raise
+            logger.warning("job %s: database unavailable at %s (%s); running it again once "
+                           "the database answers", job_id, progress.step.value, err)
+            db.retrying(lambda: db.database_proxy.execute_sql("SELECT 1"))
+            progress.floor = max(progress.floor, progress.step, key=STEP_ORDER.get)
 
 
 def install(app: Celery, settings: Settings) -> None:
@@ -84,12 +128,12 @@ def install(app: Celery, settings: Settings) -> None:
     @app.task(name=TASK_INGEST, acks_late=True, reject_on_worker_lost=True)
     def ingest(job_id: int) -> None:
         """Ingest an uploaded bundle."""
-        run_job(int(job_id), TASK_INGEST, deps)
+        run_job(int(job_id), TASK_INGEST, deps, settings.ingest.stale_after)
 
     @app.task(name=TASK_MOVE, acks_late=True, reject_on_worker_lost=True)
     def move(job_id: int) -> None:
         """Ingest files already on the archive."""
-        run_job(int(job_id), TASK_MOVE, deps)
+        run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after)
 
     db.bind(settings.database)
     signals.worker_init.connect(_check_schema(settings), weak=False)

@@ -3,9 +3,8 @@ import cherrypy
 
 from . import db, logsetup, schema
 from .config import load
-from .queue import WaitingJobsRetry
+from .server import start_background
 from .web.app import create_app
-from .web.tus import TusSweeper
 
 logsetup.configure()
 # Hosted by another server: no CherryPy console log (its access log still goes through
@@ -18,7 +17,4 @@ try:
     schema.require_compatible()
 finally:
     db.database_proxy.close()
-waiting_jobs_retry = WaitingJobsRetry(application.intake.enqueue)
-waiting_jobs_retry.start()
-tus_sweeper = TusSweeper(application.tus)
-tus_sweeper.start()
+background = start_background(application, settings)

@@ -56,7 +56,7 @@ class Intake:
         """A complete bundle is on the volume: record it and queue its ingest."""
         size = os.path.getsize(path)
         jobs.set_fields(job_id, path=path, bytes_received=size, task_percent=100.0,
-                        queue_state=jobs.WAITING)
+                        queue_state=jobs.WAITING, owner="")
         submit(job_id, jobs.KIND_UPLOAD, self.enqueue)
         return jobs.get(job_id).as_dict()
 
@@ -66,6 +66,7 @@ class Intake:
             raise UploadError("a move request is a JSON list of metadata objects", status=400)
         job_id = self.new_job(user, jobs.KIND_MOVE, None)
         path = self.staging.write_document(job_id, json.dumps(document).encode("utf-8"))
-        jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING)
+        jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING,
+                        owner="")
         submit(job_id, jobs.KIND_MOVE, self.enqueue)
         return jobs.get(job_id).as_dict()

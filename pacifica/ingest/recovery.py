@@ -1,0 +1,193 @@
+"""Finding and finishing jobs a dead process left behind.
+
+Every job row carries an ``owner`` ("host:pid"): the frontend process while the
+body streams in, then the worker process running the pipeline.  A process on
+this host is known dead when its pid is gone; a process on another host is
+presumed alive until the job has not moved for ``stale_after`` seconds.
+
+- ``abandoned_uploads``/``fail_abandoned_uploads``: jobs still receiving a body
+  whose frontend died; they are failed with the byte counts, the partial file removed.
+- ``lost_jobs``/``requeue_lost_jobs``: jobs handed to the broker whose message
+  is gone (the filesystem and Redis transports lose or hide a message whose
+  worker was killed with SIGKILL); they are queued again.  A duplicate message
+  is harmless: ``claim_run`` lets one worker run a job at a time.
+- ``Janitor``: the frontend's background thread doing all of that, plus handing
+  WAITING jobs to the broker once it is back.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+
+from . import jobs
+from .db import database_proxy, retrying
+from .jobs import Job
+from .queue import WaitingJobsRetry, submit
+
+logger = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+LEFTOVER_SUFFIXES = (".tar.part", ".tar.unpacked", ".tar.unpacked.part")
+
+
+def this_process() -> str:
+    """The owner string of the calling process."""
+    return f"{HOST}:{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_alive(owner: str, updated: datetime.datetime, stale_after: float) -> bool:
+    """Whether the process named by ``owner`` may still be working on its job."""
+    host, _, pid = (owner or "").rpartition(":")
+    if not host or not pid.isdigit():
+        return False
+    if host == HOST:
+        return pid_alive(int(pid))
+    return not is_stale(updated, stale_after)
+
+
+def cutoff(seconds: float) -> datetime.datetime:
+    """The updated time before which a job has not moved for ``seconds``."""
+    return jobs.utcnow() - datetime.timedelta(seconds=seconds)
+
+
+def is_stale(updated, stale_after: float) -> bool:
+    """True when a job last moved more than ``stale_after`` seconds ago."""
+    return isinstance(updated, datetime.datetime) and updated < cutoff(stale_after)
+
+
+def _running():
+    return (Job.state == jobs.OK) & (Job.complete == False)  # noqa: E712
+
+
+def list_jobs(state: str | None = None, queue_state: str | None = None,
+              older_than: float | None = None, running: bool = False,
+              limit: int = 1000) -> list[Job]:
+    """Jobs matching the filters, oldest update first."""
+    query = Job.select()
+    if state:
+        query = query.where(Job.state == state)
+    if queue_state:
+        query = query.where(Job.queue_state == queue_state)
+    if running:
+        query = query.where(_running())
+    if older_than is not None:
+        query = query.where(Job.updated < cutoff(older_than))
+    return list(query.order_by(Job.updated, Job.job_id).limit(limit))
+
+
+def describe(job: Job, stale_after: float) -> dict:
+    """The job state object plus what an operator needs to judge a stuck job."""
+    age = (jobs.utcnow() - job.updated).total_seconds() if isinstance(
+        job.updated, datetime.datetime) else None
+    running = job.state == jobs.OK and not job.complete
+    return dict(job.as_dict(), kind=job.kind, queue_state=job.queue_state, owner=job.owner,
+                attempts=job.attempts, path=job.path, file_id_start=job.file_id_start,
+                file_count=job.file_count, bytes_expected=job.bytes_expected,
+                bytes_received=job.bytes_received, seconds_since_update=age,
+                stale=bool(running and is_stale(job.updated, stale_after)))
+
+
+def abandoned_uploads(stale_after: float) -> list[Job]:
+    """Jobs still receiving a body from a frontend that is gone (or silent too long)."""
+    candidates = Job.select().where(_running() & (Job.queue_state == jobs.RECEIVING))
+    return [job for job in candidates
+            if job.owner != this_process() and not owner_alive(job.owner, job.updated,
+                                                                stale_after)]
+
+
+def interrupted_message(received: int, expected: int | None, who: str) -> str:
+    """The exception text of an upload cut short."""
+    of = f"of {expected} " if expected is not None else ""
+    return (f"the upload was interrupted: {received} bytes {of}arrived before {who} stopped; "
+            "upload the bundle again")
+
+
+def fail_abandoned_uploads(volume_path: str, stale_after: float) -> list[int]:
+    """Fail each abandoned upload with its byte counts and remove its partial file."""
+    failed = []
+    for job in abandoned_uploads(stale_after):
+        received = job.bytes_received or 0
+        partial = os.path.join(volume_path, f"{job.job_id}.tar.part")
+        if os.path.exists(partial):
+            received = max(received, os.path.getsize(partial))
+        who = f"the frontend process {job.owner or '(unknown)'}"
+        if jobs.fail(job.job_id, jobs.Step.UPLOADING,
+                     interrupted_message(received, job.bytes_expected, who)):
+            remove_leftovers(volume_path, job.job_id)
+            logger.warning("job %s: upload abandoned by %s after %d bytes; marked FAILED",
+                           job.job_id, job.owner, received)
+            failed.append(job.job_id)
+    return failed
+
+
+def remove_leftovers(volume_path: str, job_id: int) -> None:
+    """Remove partial and decompressed copies of a job's bundle (never the bundle itself)."""
+    for suffix in LEFTOVER_SUFFIXES:
+        try:
+            os.unlink(os.path.join(volume_path, f"{job_id}{suffix}"))
+        except FileNotFoundError:
+            pass
+
+
+def lost_jobs(stale_after: float) -> list[Job]:
+    """Queued jobs that have not moved for stale_after and whose worker (if any) is gone."""
+    candidates = Job.select().where(_running() & (Job.queue_state == jobs.QUEUED)
+                                    & (Job.updated < cutoff(stale_after)))
+    return [job for job in candidates if not owner_alive(job.owner, job.updated, stale_after)]
+
+
+def requeue(job_id: int, enqueue, only_if_queued_before=None) -> bool:
+    """Put a job back on the queue (once, even with several frontends racing)."""
+    query = Job.update(queue_state=jobs.WAITING, owner="", updated=jobs.utcnow()).where(
+        Job.job_id == job_id)
+    if only_if_queued_before is not None:
+        query = query.where((Job.queue_state == jobs.QUEUED)
+                            & (Job.updated < only_if_queued_before))
+    if retrying(query.execute) == 0:
+        return False
+    return submit(job_id, jobs.get(job_id).kind, enqueue)
+
+
+def requeue_lost_jobs(enqueue, stale_after: float) -> list[int]:
+    """Queue again every lost job; return their ids."""
+    requeued = []
+    for job in lost_jobs(stale_after):
+        if requeue(job.job_id, enqueue, only_if_queued_before=cutoff(stale_after)):
+            logger.warning("job %s: no progress for %ss and no live worker (%s); queued again",
+                           job.job_id, stale_after, job.owner or "never started")
+            requeued.append(job.job_id)
+    return requeued
+
+
+class Janitor(WaitingJobsRetry):
+    """The frontend's background thread: waiting jobs, abandoned uploads, lost jobs."""
+
+    def __init__(self, enqueue, volume_path: str, stale_after: float,
+                 interval: float | None = None):
+        super().__init__(enqueue, interval if interval is not None
+                         else max(min(5.0, stale_after / 3), 0.5))
+        self.volume_path = volume_path
+        self.stale_after = stale_after
+
+    def run_once(self) -> int:
+        """One pass of every sweep; return how many jobs the broker took."""
+        try:
+            database_proxy.connect(reuse_if_open=True)
+            fail_abandoned_uploads(self.volume_path, self.stale_after)
+            requeue_lost_jobs(self.enqueue, self.stale_after)
+        finally:
+            database_proxy.close()
+        return super().run_once()
