@@ -295,10 +295,11 @@ class Stack:
         return sorted(found)
 
     def volume_files(self) -> list[str]:
-        """Every file on the volume."""
+        """Every file (not folder) at the top of the volume."""
         if not os.path.isdir(self.volume):
             return []
-        return sorted(os.listdir(self.volume))
+        return sorted(name for name in os.listdir(self.volume)
+                      if os.path.isfile(os.path.join(self.volume, name)))
 
     def clean(self) -> None:
         """Forget the archive's contents (between tests sharing a stack)."""

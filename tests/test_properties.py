@@ -128,7 +128,7 @@ def test_reader_accepts_only_safe_members_and_reads_them_back(members):
         path = _write(_tar(members), folder)
         try:
             with Bundle.open_path(path) as bundle:
-                assert bundle.metadata_member is not None
+                bundle.read_metadata()  # a missing metadata.txt is reported at 'load metadata'
                 read = {name: bundle.open(opened).read()
                         for name, opened in bundle.members.items()}
         except (BundleError, MetadataError):
