@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from factories import TRANSACTION, BundleSpec, file_entry, make_bundle
+from factories import TRANSACTION, file_entry, make_bundle
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from factories import TRANSACTION, BundleSpec, file_entry, make_bundle, member
+from factories import TRANSACTION, file_entry, make_bundle, member
 
 pytestmark = pytest.mark.e2e
 

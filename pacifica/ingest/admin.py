@@ -7,8 +7,7 @@ import logging
 import os
 import sys
 
-from . import catalog, db, jobs, logsetup, recovery, schema
-from .config import ConfigError, load
+from . import catalog, db, jobs, recovery, schema, startup
 from .errors import JobNotFound
 from .queue import Enqueuer, make_celery, submit
 
@@ -209,15 +208,10 @@ COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": c
 
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest-cmd``."""
-    logsetup.configure()
     args = build_parser().parse_args(argv)
-    try:
-        settings = load(args.config)
-    except ConfigError as err:
-        logger.error("%s", err)
+    settings = startup.prepare(args.config)
+    if settings is None:
         return 2
-    db.bind(settings.database)
-    db.wait_for_database(settings.database)
     try:
         if args.command not in ("dbsync", "dbchk"):
             schema.require_compatible()

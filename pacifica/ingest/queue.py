@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 from celery import Celery
 
 from . import db, jobs
 from .config import Settings
+from .periodic import Periodic
 
 logger = logging.getLogger(__name__)
 
@@ -85,22 +85,14 @@ def submit(job_id: int, kind: str, enqueue) -> bool:
     return True
 
 
-class WaitingJobsRetry:
+class WaitingJobsRetry(Periodic):
     """Background thread in the frontend: hands WAITING jobs to the broker once it is back."""
 
+    name = "waiting-jobs-retry"
+
     def __init__(self, enqueue, interval: float = 5.0):
+        super().__init__(interval)
         self.enqueue = enqueue
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="waiting-jobs-retry", daemon=True)
-
-    def start(self) -> None:
-        """Start polling."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop polling."""
-        self._stop.set()
 
     def run_once(self) -> int:
         """Try every waiting job once; return how many the broker took."""
@@ -115,10 +107,3 @@ class WaitingJobsRetry:
         finally:
             db.database_proxy.close()
         return taken
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # keep polling through database outages
-                logger.warning("could not retry waiting jobs", exc_info=True)

@@ -9,8 +9,7 @@ import sys
 
 import cherrypy
 
-from . import db, logsetup, schema
-from .config import ConfigError, load
+from . import db, schema, startup
 from .recovery import Janitor
 from .web.app import create_app, server_config
 from .web.tus import TusSweeper
@@ -64,15 +63,10 @@ def start_background(app, settings) -> list:
 
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest``."""
-    logsetup.configure()
     args = parse_args(argv)
-    try:
-        settings = load(args.config)
-    except ConfigError as err:
-        logger.error("%s", err)
+    settings = startup.prepare(args.config)
+    if settings is None:
         return 2
-    db.bind(settings.database)
-    db.wait_for_database(settings.database)
     try:
         if args.dbsync:
             schema.sync()

@@ -8,7 +8,8 @@ from .errors import json_errors
 from .intake import Intake
 
 
-def _user(auth_header: str, default_user: str) -> str:
+def request_user(auth_header: str, default_user: str) -> str:
+    """The user a fronting proxy authenticated (its header), or the configured default."""
     return cherrypy.request.headers.get(auth_header, default_user)
 
 
@@ -32,8 +33,8 @@ class Root:
         return {"message": "Pacifica Ingest Up and Running"}
 
 
-class Upload:
-    """``POST /upload`` and ``POST /ingest``: a raw tar body, streamed to the volume."""
+class IntakeHandler:
+    """A handler that hands work to the intake on behalf of the authenticated user."""
 
     exposed = True
 
@@ -41,6 +42,16 @@ class Upload:
         self.intake = intake
         self.auth_header = auth_header
         self.default_user = default_user
+
+    def user(self) -> str:
+        """The user the fronting proxy named, or the default one."""
+        return request_user(self.auth_header, self.default_user)
+
+
+class Upload(IntakeHandler):
+    """``POST /upload`` and ``POST /ingest``: a raw tar body, streamed to the volume."""
+
+    exposed = True
 
     @cherrypy.tools.json_out()
     @json_errors
@@ -57,27 +68,20 @@ class Upload:
             raise cherrypy.HTTPError(400, f"Content-Length {length!r} is not a number") from None
         if length == 0:
             raise cherrypy.HTTPError(400, "the request body is empty: POST the tar bundle")
-        return self.intake.accept_bundle(request.rfile, length,
-                                         _user(self.auth_header, self.default_user))
+        return self.intake.accept_bundle(request.rfile, length, self.user())
 
 
-class Move:
+class Move(IntakeHandler):
     """``POST /move``: metadata naming files already on the archive."""
 
     exposed = True
-
-    def __init__(self, intake: Intake, auth_header: str, default_user: str):
-        self.intake = intake
-        self.auth_header = auth_header
-        self.default_user = default_user
 
     @cherrypy.tools.json_out()
     @cherrypy.tools.json_in()
     @json_errors
     def POST(self, **_params):  # pylint: disable=invalid-name
         """Accept a move request; answer with the new job's state."""
-        return self.intake.accept_move(cherrypy.request.json,
-                                       _user(self.auth_header, self.default_user))
+        return self.intake.accept_move(cherrypy.request.json, self.user())
 
 
 class JobState:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
-import threading
 
 import cherrypy
 
 from .. import db, jobs
+from ..periodic import Periodic
 from ..errors import UploadError
 from .errors import json_errors
+from .handlers import request_user
 from .intake import Intake
 from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, parse_checksum,
                         parse_metadata)
@@ -166,36 +167,20 @@ def _check_owner(info: UploadInfo, user: str) -> None:
         raise UploadError(f"upload {info.upload_id} belongs to another user", status=403)
 
 
-class TusSweeper:
+class TusSweeper(Periodic):
     """Background thread in the frontend: runs ``ResumableUploads.sweep`` now and then."""
+
+    name = "tus-sweeper"
 
     def __init__(self, uploads: ResumableUploads, interval: float | None = None):
         expiry = uploads.store.expiry
+        super().__init__(interval or (min(max(expiry / 4, 0.5), 300.0) if expiry else 300.0))
         self.uploads = uploads
-        self.interval = interval or (min(max(expiry / 4, 0.5), 300.0) if expiry else 300.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tus-sweeper", daemon=True)
 
-    def start(self) -> None:
-        """Start sweeping."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop sweeping."""
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                db.database_proxy.connect(reuse_if_open=True)
-                self.uploads.sweep()
-            except Exception:  # pylint: disable=broad-except
-                logger.exception("tus sweep failed; trying again later")
-            finally:
-                try:
-                    db.database_proxy.close()
-                except db.UNAVAILABLE_ERRORS:
-                    pass
+    def run_once(self) -> None:
+        """Expire idle uploads and finish landing complete ones."""
+        db.database_proxy.connect(reuse_if_open=True)
+        self.uploads.sweep()
 
 
 def _header(name: str) -> str | None:
@@ -241,7 +226,7 @@ class TusFiles:
             headers["Tus-Version"] = TUS_VERSION
             raise cherrypy.HTTPError(412, f"send Tus-Resumable: {TUS_VERSION}; this server speaks "
                                           f"tus {TUS_VERSION}")
-        return cherrypy.request.headers.get(self.auth_header, self.default_user)
+        return request_user(self.auth_header, self.default_user)
 
     def _describe(self, info: UploadInfo, offset: int) -> None:
         headers = cherrypy.response.headers
