@@ -5,7 +5,7 @@ import json
 
 import peewee
 
-from .db import BaseModel, LongTextField, database_proxy
+from .db import BaseModel, LongTextField, bulk_insert, database_proxy
 from .jobs import utcnow
 
 
@@ -81,10 +81,8 @@ def record(job_id: int, user: str, entries: list) -> bool:
                   "mimetype": _text(e.get("mimetype")), "ctime": _text(e.get("ctime")),
                   "mtime": _text(e.get("mtime"))}
                  for e in entries if e.get("destinationTable") == "Files"]
-        for batch in peewee.chunked(pairs, 500):
-            TransactionKeyValue.insert_many(batch).execute()
-        for batch in peewee.chunked(files, 500):
-            ArchivedFile.insert_many(batch).execute()
+        bulk_insert(TransactionKeyValue, pairs)
+        bulk_insert(ArchivedFile, files)
     return True
 
 

@@ -59,27 +59,21 @@ def split_path(text: str) -> list[str]:
     return [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
 
 
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
 def _check_depth(text: str) -> None:
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH before the parser recurses into it."""
+    depth = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        token = match.group()
+        if token in "[{":
             depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_JSON_DEPTH:
+            if depth > MAX_JSON_DEPTH:
                 raise MetadataError(
                     f"metadata.txt nests deeper than {MAX_JSON_DEPTH} levels; it must be a flat "
                     "list of objects")
-        elif char in "]}":
+        elif token in "]}":
             depth -= 1
 
 
