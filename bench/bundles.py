@@ -47,6 +47,7 @@ SHAPES = {
     "big": Shape("big", 4, 256 * 1024**2),
     "mid": Shape("mid", 200, 1024**2),
     "many": Shape("many", 10_000, 1024),
+    "tiny": Shape("tiny", 1, 1024),  # warms a system up before it is measured
 }
 
 
