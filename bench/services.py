@@ -13,11 +13,11 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from contextlib import closing
-import socket
 
 import requests
 
