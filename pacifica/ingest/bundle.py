@@ -23,6 +23,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
+from .archive import Extent
 from .errors import BundleError, MetadataError
 from .metadata import DATA_ROOT, split_path
 
@@ -122,8 +123,13 @@ class Bundle:
         return self.open(self.metadata_member).read()
 
     def open(self, member: Member) -> io.BufferedReader:
-        """A reader of one member's bytes."""
-        return io.BufferedReader(MemberReader(self._file, member), buffer_size=1024 * 1024)
+        """A reader of one member's bytes (its buffer no bigger than the member needs)."""
+        return io.BufferedReader(MemberReader(self._file, member),
+                                 buffer_size=min(max(member.size, 8192), 1024 * 1024))
+
+    def extent(self, member: Member) -> Extent:
+        """Where a member's bytes lie in the open bundle file, for kernel copies."""
+        return Extent(self._file.fileno(), member.offset)
 
     @classmethod
     def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "Bundle":

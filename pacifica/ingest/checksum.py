@@ -25,12 +25,10 @@ def new_hasher(name: str):
     return hashlib.new(name.lower())
 
 
-class HashingReader:
-    """Reads at most ``size`` bytes from a stream, hashing and counting what passes."""
+class Tally:
+    """Hashes and counts bytes as they pass; ``verify`` checks them against the metadata."""
 
-    def __init__(self, stream: BinaryIO, size: int, hashtype: str,
-                 on_bytes: Callable[[int], None] | None = None):
-        self.stream = stream
+    def __init__(self, size: int, hashtype: str, on_bytes: Callable[[int], None] | None = None):
         self.remaining = size
         self.hasher = new_hasher(hashtype)
         self.count = 0
@@ -42,6 +40,25 @@ class HashingReader:
         self.remaining -= len(view)
         if self.on_bytes:
             self.on_bytes(len(view))
+
+    update = _account
+
+    def verify(self, path: str, expected_size: int, expected_hash: str) -> None:
+        """Raise unless exactly the declared bytes, with the declared hash, went through."""
+        if self.count != expected_size:
+            raise SizeMismatch(path, expected_size, self.count)
+        found = self.hasher.hexdigest()
+        if found != expected_hash.lower():
+            raise ChecksumMismatch(path, self.hasher.name, expected_hash.lower(), found)
+
+
+class HashingReader(Tally):
+    """Reads at most ``size`` bytes from a stream, hashing and counting what passes."""
+
+    def __init__(self, stream: BinaryIO, size: int, hashtype: str,
+                 on_bytes: Callable[[int], None] | None = None):
+        super().__init__(size, hashtype, on_bytes)
+        self.stream = stream
 
     def readinto(self, buffer) -> int:
         """Fill (part of) a buffer; 0 at the end."""
@@ -70,11 +87,3 @@ class HashingReader:
             if not chunk:
                 return
             yield chunk
-
-    def verify(self, path: str, expected_size: int, expected_hash: str) -> None:
-        """Raise unless exactly the declared bytes, with the declared hash, went through."""
-        if self.count != expected_size:
-            raise SizeMismatch(path, expected_size, self.count)
-        found = self.hasher.hexdigest()
-        if found != expected_hash.lower():
-            raise ChecksumMismatch(path, self.hasher.name, expected_hash.lower(), found)

@@ -57,7 +57,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "read_timeout": ("300", None),
         "retries": ("5", None),
         "backoff": ("0.5", None),
-        "parallel_uploads": ("8", None),
+        "parallel_uploads": ("1", None),
     },
 }
 
@@ -152,7 +152,7 @@ class HttpSettings:
     read_timeout: float = 300.0
     retries: int = 5
     backoff: float = 0.5
-    parallel_uploads: int = 8
+    parallel_uploads: int = 1
 
 
 @dataclass(frozen=True)

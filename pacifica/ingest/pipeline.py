@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 
 from . import jobs, metadata
 from .archive import ArchiveBackend, FileSource
+from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
 from .errors import IngestError, MetadataError
 from .jobs import Job, Step
@@ -137,7 +138,8 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
                               mtime=_mtime_of(p.entry, bundle.members[p.member].mtime),
                               hashtype=p.entry.hashtype, hashsum=p.entry.hashsum,
                               opener=lambda m=bundle.members[p.member]: bundle.open(m),
-                              on_bytes=progress.add)
+                              on_bytes=progress.add,
+                              extent=bundle.extent(bundle.members[p.member]))
                    for p in placements]
         store_all(deps.archive, first_id, sources, job.job_id)
         progress.end()
@@ -201,13 +203,12 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
 def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],
               job_id: int) -> None:
     """Store every file, then make them durable; on any failure remove what this job stored."""
-    attempted = 0
+    fanout = StoreFanout(archive, first_id)
     try:
-        for offset, source in enumerate(sources):
-            attempted = offset + 1
-            archive.store(first_id + offset, source)
+        fanout.run(sources)
         archive.sync()
     except BaseException as err:
+        attempted = fanout.submitted
         left = rollback(archive, first_id, attempted)
         logger.info("job %s: rolled back %d file(s) after %r", job_id, attempted, err)
         if isinstance(err, IngestError) and left:

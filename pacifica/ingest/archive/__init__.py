@@ -4,8 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional, Protocol
 
-from ..checksum import HashingReader
+from ..checksum import HashingReader, Tally
 from ..config import Settings
+
+
+@dataclass(frozen=True)
+class Extent:
+    """Where a file's bytes lie in an open file: lets a backend copy them in the kernel."""
+
+    fd: int
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -19,12 +27,17 @@ class FileSource:
     hashsum: str
     opener: Callable[[], BinaryIO]
     on_bytes: Optional[Callable[[int], None]] = None
+    extent: Optional[Extent] = None  # set when the bytes sit in a file (a bundle member)
 
     def open(self) -> HashingReader:
         """A fresh reader that hashes and counts as it goes (call again to retry)."""
         return HashingReader(self.opener(), self.size, self.hashtype, self.on_bytes)
 
-    def verify(self, reader: HashingReader) -> None:
+    def tally(self) -> Tally:
+        """A fresh hasher and counter for bytes a backend reads from ``extent`` itself."""
+        return Tally(self.size, self.hashtype, self.on_bytes)
+
+    def verify(self, reader: Tally) -> None:
         """Raise SizeMismatch/ChecksumMismatch unless the reader saw exactly the declared bytes."""
         reader.verify(self.label, self.size, self.hashsum)
 

@@ -46,12 +46,14 @@ class _Body:
 class HttpArchive:
     """Files sent to an Archive Interface; it cannot delete, so removal reports False."""
 
-    def __init__(self, url: str, session: requests.Session, retries: int = 5, backoff: float = 0.5):
+    def __init__(self, url: str, session: requests.Session, retries: int = 5, backoff: float = 0.5,
+                 parallel: int = 1):
         self.url = url.rstrip("/")
         self.session = session
         self.retries = retries
         self.backoff = backoff
         self._unreached: set[int] = set()  # file ids whose every PUT failed before connecting
+        self.parallel = parallel  # PUTs in flight at once (the pipeline's fan-out reads it)
 
     @classmethod
     def from_settings(cls, settings: Settings, session_factory=None) -> "HttpArchive":
@@ -60,7 +62,7 @@ class HttpArchive:
         session = factory(replace(settings.http, retries=0),
                           pool_size=settings.http.parallel_uploads + 2)
         return cls(settings.services.archiveinterface, session, settings.http.retries,
-                   settings.http.backoff)
+                   settings.http.backoff, settings.http.parallel_uploads)
 
     def describe(self) -> str:
         """The Archive Interface URL."""

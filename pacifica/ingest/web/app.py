@@ -6,6 +6,7 @@ import os
 import socket
 
 import cherrypy
+import peewee
 
 from .. import db
 from ..config import Settings
@@ -13,6 +14,7 @@ from ..http import make_session
 from ..queue import Enqueuer, make_celery
 from ..services.ids import CounterIdSource, UniqueIdClient
 from .errors import error_page
+from .fast_state import FastJobState
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .intake import Intake
 from .staging import Staging
@@ -42,6 +44,10 @@ class DatabaseTool(cherrypy.Tool):
 
     @staticmethod
     def _close():
+        if isinstance(db.database_proxy.obj, peewee.SqliteDatabase):
+            # Keep the thread's SQLite connection: opening one and setting its pragmas cost
+            # two thirds of a get_state (py-spy); a server database gets it back each time.
+            return
         try:
             db.database_proxy.close()
         except db.UNAVAILABLE_ERRORS:
@@ -93,6 +99,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     uploads = build_uploads(settings, intake)
     config.update(mount_tus(root, uploads, settings))
     app = cherrypy.Application(root, script_name="", config=config)
+    app.wsgiapp.pipeline.append(("fast_job_state", FastJobState))
     app.intake = intake
     app.tus = uploads
     return app

@@ -11,6 +11,12 @@ from ..errors import UploadError
 
 logger = logging.getLogger(__name__)
 
+# The most read from the request body at once, whatever transfer_size says: each read
+# allocates a fresh bytes object, and pieces of megabytes raise glibc's mmap threshold so
+# every server thread's arena keeps megabytes after an upload (the frontend grew from 48 to
+# over 90 MiB with 4 MiB reads, stayed at 55 MiB with 256 KiB ones, at the same speed).
+READ_PIECE = 256 * 1024
+
 
 class Staging:
     """Bundles on the volume, named by job id."""
@@ -59,8 +65,8 @@ class Staging:
         received = 0
         last_report = time.monotonic()
         while length is None or received < length:
-            want = self.transfer_size if length is None else min(self.transfer_size,
-                                                                 length - received)
+            piece = min(self.transfer_size, READ_PIECE)
+            want = piece if length is None else min(piece, length - received)
             try:
                 chunk = stream.read(want)
             except (OSError, ValueError) as err:

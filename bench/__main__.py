@@ -1,0 +1,204 @@
+"""``python -m bench``: measure ours, the floor and the original; write JSON lines and Markdown.
+
+    bash bench/run.sh [--runs 3] [--only big,mid,many] [--systems ours-local,ours-pacifica,original]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+from . import bundles, floor, load, ours, report
+from .measure import SlowUpload, ingest_once
+from .client import Client
+
+logger = logging.getLogger("bench")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def machine() -> str:
+    """CPU model, cores and memory, for the table's header."""
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next(line.split(":", 1)[1].strip() for line in handle
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return f"{os.cpu_count()} cores {model}, {memory:.0f} GiB, Python {platform.python_version()}"
+
+
+class Recorder:
+    """Appends every measurement to a JSON-lines file as it is taken."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.records: list[dict] = []
+
+    def add(self, record: dict) -> None:
+        """Keep and write one record."""
+        record["at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.records.append(record)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def run_system(name: str, url: str, pids: dict, archive_root: str, paths: dict, runs: int,
+               recorder: Recorder, between=None) -> int | None:
+    """Every selected bundle ``runs`` times on one system; the last job id (for get_state)."""
+    last_job = None
+    warm = Client(url)
+    try:  # the first job pays for imports and connections: keep it out of the figures
+        warm.ingest(bundles.ensure("tiny", os.path.join(HERE, ".cache")))
+    finally:
+        warm.close()
+    for bundle, path in paths.items():
+        for run in range(runs):
+            if between:
+                between()
+            figures = ingest_once(url, path, bundle, pids, archive_root)
+            recorder.add({"kind": "ingest", "system": name, "run": run, **figures})
+            last_job = figures["job_id"]
+            logger.info("%-13s %-4s run %d: POST %.2fs, end-to-end %.2fs, %.0f files/s, "
+                        "frontend %.1f MiB, worker %.1f MiB%s", name, bundle, run,
+                        figures["post_s"], figures["end_to_end_s"], figures["files_s"],
+                        figures["rss_mib"]["frontend"], figures["rss_mib"]["worker_largest"],
+                        "" if figures["ok"] else f"  NOT OK: {figures['state']} "
+                        f"{figures['stored_files']} stored {figures['exception']}")
+    return last_job
+
+
+def load_test(name: str, url: str, job_id: int, stream_bundle: str | None, seconds: int,
+              recorder: Recorder) -> None:
+    """wrk on get_state for ``seconds`` while a rate-limited upload streams; wait for its job."""
+    upload = None
+    if stream_bundle:
+        size = os.path.getsize(stream_bundle)
+        upload = SlowUpload(url, stream_bundle, rate=size / (seconds + 2))
+        upload.start()
+        time.sleep(0.5)
+    figures = load.run(f"{url}/get_state?job_id={job_id}", seconds=seconds)
+    recorder.add({"kind": "load", "system": name, "seconds": seconds, "connections": 32,
+                  "streaming": bool(stream_bundle), **figures})
+    logger.info("%-13s get_state: %.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %s %s", name,
+                figures["rps"], figures["p50_ms"], figures["p99_ms"], figures["non_2xx"],
+                figures["socket_errors"])
+    if upload:
+        upload.join(timeout=300)
+        if upload.answer:
+            client = Client(url)
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                state = client.state(upload.answer["job_id"])
+                if state.get("state") != "OK" or state.get("complete") or (
+                        state.get("task") == "ingest metadata"
+                        and int(float(state.get("task_percent") or 0)) == 100):
+                    break
+                time.sleep(0.2)
+            client.close()
+
+
+def main(argv=None) -> int:
+    """Parse options, run everything selected, print the table."""
+    parser = argparse.ArgumentParser(prog="bash bench/run.sh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per bundle (median reported)")
+    parser.add_argument("--only", default="big,mid,many", help="bundles: big, mid, many")
+    parser.add_argument("--systems", default="ours-local,ours-pacifica,original",
+                        help="ours-local, ours-pacifica (real Archive Interface + UniqueID), "
+                             "original (pacifica-ingest 0.4.1)")
+    parser.add_argument("--load-seconds", type=int, default=10,
+                        help="wrk duration on get_state (0: skip)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+    names = [n for n in args.only.split(",") if n]
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = set(names) - set(bundles.SHAPES) | set(systems) - set(report.SYSTEMS)
+    if unknown:
+        parser.error(f"unknown bundle or system: {', '.join(sorted(unknown))}")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    os.makedirs(args.out, exist_ok=True)
+    recorder = Recorder(os.path.join(args.out, f"{stamp}.jsonl"))
+    paths = {name: bundles.ensure(name, os.path.join(HERE, ".cache")) for name in names}
+    workdir = args.workdir or tempfile.mkdtemp(prefix="ingest-bench-")
+    stream_bundle = bundles.ensure("mid", os.path.join(HERE, ".cache"))
+    load_seconds = args.load_seconds if load.available() else 0
+    if args.load_seconds and not load.available():
+        logger.warning("wrk is not installed (apt-get install wrk): get_state load skipped")
+    try:
+        for name, path in paths.items():
+            for run in range(args.runs):
+                figures = floor.measure(path, os.path.join(workdir, "floor"))
+                recorder.add({"kind": "floor", "bundle": name, "run": run, **figures})
+                logger.info("floor         %-4s run %d: cp %.2fs + sha1sum %.2fs = %.2fs "
+                            "(sync %.2fs)", name, run, figures["cp_s"], figures["sha1sum_s"],
+                            figures["floor_s"], figures["sync_s"])
+        if "ours-local" in systems:
+            _ours(os.path.join(workdir, "ours-local"), None, "ours-local", paths, args.runs,
+                  recorder, stream_bundle, load_seconds)
+        if "ours-pacifica" in systems or "original" in systems:
+            _pacifica(workdir, systems, paths, args.runs, recorder, stream_bundle, load_seconds)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary = report.summarise(recorder.records)
+    header = (f"Benchmark of {datetime.date.today().isoformat()} on {machine()}; "
+              f"median of {args.runs} run(s)")
+    table = report.markdown(summary, header)
+    for target in (os.path.join(args.out, f"{stamp}.md"), os.path.join(args.out, "latest.md")):
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(table)
+    print(table)
+    print(f"JSON lines: {recorder.path}")
+    return 0
+
+
+def _ours(workdir, services, name, paths, runs, recorder, stream_bundle, load_seconds,
+          archive_root=None, between=None) -> None:
+    stack = ours.start(workdir, services)
+    try:
+        root = archive_root or stack.archive
+        os.makedirs(root, exist_ok=True)
+        job = run_system(name, stack.url, ours.pids(stack), root, paths, runs, recorder,
+                         between or (lambda: ours.clean(stack)))
+        if load_seconds and job:
+            load_test(name, stack.url, job, stream_bundle, load_seconds, recorder)
+    finally:
+        stack.stop()
+
+
+def _pacifica(workdir, systems, paths, runs, recorder, stream_bundle, load_seconds) -> None:
+    from . import services, original  # pylint: disable=import-outside-toplevel
+    services.ensure_venv()
+    backends = services.Backends(os.path.join(workdir, "pacifica")).start()
+    try:
+        if "ours-pacifica" in systems:
+            _ours(os.path.join(workdir, "ours-pacifica"), backends.service_env(), "ours-pacifica",
+                  paths, runs, recorder, stream_bundle, load_seconds,
+                  archive_root=backends.archive_root, between=backends.clean_archive)
+        if "original" in systems:
+            theirs = original.Original(backends).start()
+
+            def between():
+                backends.clean_archive()
+                theirs.clean()
+            job = run_system("original", theirs.url, theirs.pids(), backends.archive_root, paths,
+                             runs, recorder, between)
+            if load_seconds and job:
+                load_test("original", theirs.url, job, stream_bundle, load_seconds, recorder)
+    finally:
+        backends.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
