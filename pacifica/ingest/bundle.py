@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from .archive import Extent
 from .errors import BundleError, MetadataError
+from .files import unlink_quietly
 from .metadata import DATA_ROOT, split_path
 
 METADATA_NAME = "metadata.txt"
@@ -100,7 +101,7 @@ class Bundle:
         """Release the bundle file and drop a decompressed copy made for it."""
         self._file.close()
         if self.tar_path != self.path:
-            _unlink(self.tar_path)
+            unlink_quietly(self.tar_path)
 
     def __enter__(self) -> "Bundle":
         return self
@@ -140,7 +141,7 @@ class Bundle:
             return cls(path, members, metadata, limits, tar_path)
         except BaseException:
             if tar_path != path:
-                _unlink(tar_path)
+                unlink_quietly(tar_path)
             raise
 
 
@@ -199,17 +200,17 @@ def decompress(path: str, limits: BundleLimits) -> str:
                                       f"{written} bytes: {err.strerror}") from err
         os.replace(partial, target)
     except BundleError:
-        _unlink(partial)
+        unlink_quietly(partial)
         raise
     except DECOMPRESSION_ERRORS as err:
-        _unlink(partial)
+        unlink_quietly(partial)
         if isinstance(err, EOFError):
             raise BundleError(f"the {name}-compressed bundle is truncated: its compressed stream "
                               "ends early (was the upload cut short?)") from err
         raise BundleError(f"the {name}-compressed bundle is corrupt after {written} "
                           f"decompressed bytes: {err}") from err
     except BaseException:
-        _unlink(partial)
+        unlink_quietly(partial)
         raise
     return target
 
@@ -334,10 +335,3 @@ def _has_end_marker(path: str, offset: int, file_size: int) -> bool:
     with open(path, "rb") as handle:
         handle.seek(offset)
         return handle.read(BLOCK) == bytes(BLOCK)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -115,6 +115,17 @@ def _check_sizes(bundle: Bundle, placements: list[metadata.FilePlacement]) -> No
         raise MetadataError("metadata.txt does not match the bundle's files:", problems)
 
 
+def _validate(job: Job, deps: Deps, progress: Progress, parsed: metadata.IngestMetadata,
+              placements: list[metadata.FilePlacement]) -> tuple[int, list]:
+    """Policy Validation: the job's file ids, the list sent on, and the policy's yes."""
+    progress.begin(Step.POLICY)
+    first_id = _file_ids(job, len(placements), deps)
+    final = metadata.with_ids(parsed.entries, placements, first_id, job.job_id)
+    deps.policy.check(final, job.user)
+    progress.end()
+    return first_id, final
+
+
 def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
     """Open, validate, store and record one bundle; leave nothing in the archive on failure."""
     progress.begin(Step.OPEN_TAR)
@@ -127,11 +138,7 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
         _check_sizes(bundle, placements)
         progress.end()
 
-        progress.begin(Step.POLICY)
-        first_id = _file_ids(job, len(placements), deps)
-        final = metadata.with_ids(parsed.entries, placements, first_id, job.job_id)
-        deps.policy.check(final, job.user)
-        progress.end()
+        first_id, final = _validate(job, deps, progress, parsed, placements)
 
         progress.begin(Step.INGEST_FILES, total=sum(p.entry.size for p in placements) or 1)
         sources = [FileSource(label=p.member, size=p.entry.size,
@@ -156,11 +163,7 @@ def move_files(job: Job, deps: Deps, progress: Progress) -> None:
                   for e in parsed.files]
     progress.end()
 
-    progress.begin(Step.POLICY)
-    first_id = _file_ids(job, len(placements), deps)
-    final = metadata.with_ids(parsed.entries, placements, first_id, job.job_id)
-    deps.policy.check(final, job.user)
-    progress.end()
+    first_id, final = _validate(job, deps, progress, parsed, placements)
 
     progress.begin(Step.MOVE_FILES, total=len(placements) or 1)
     attempted = 0

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from . import Extent, FileSource
 from ..config import Settings
 from ..errors import ArchiveError
+from ..files import unlink_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class LocalArchive:
             self._link(descriptor, final)
         except FileExistsError:
             temporary = final + PART_SUFFIX
-            _unlink(temporary)
+            unlink_quietly(temporary)
             self._link(descriptor, temporary)
             os.replace(temporary, final)
 
@@ -162,14 +163,14 @@ class LocalArchive:
                                "files already on the archive")
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            _unlink(partial)
+            unlink_quietly(partial)
             try:
                 os.link(source, partial)
             except OSError:
                 shutil.copy2(source, partial)
             os.replace(partial, final)
         except OSError as err:
-            _unlink(partial)
+            unlink_quietly(partial)
             raise ArchiveError(f"could not move {source_path} to file id {file_id}: "
                                f"{err.strerror or err}") from err
         self._dirty = True
@@ -177,8 +178,8 @@ class LocalArchive:
     def remove(self, file_id: int) -> bool:
         """Delete a file and any partial copy of it."""
         final = self.path_for(file_id)
-        _unlink(final + PART_SUFFIX)
-        _unlink(final)
+        unlink_quietly(final + PART_SUFFIX)
+        unlink_quietly(final)
         return True
 
     def sync(self) -> None:
@@ -216,14 +217,7 @@ def _copy_extent(extent: Extent, size: int, target: int, tally, buffer: memoryvi
     so the two run on two cores.  A short read leaves the tally short: verify reports it.
     """
     if size < KERNEL_COPY_MIN:
-        position, end = extent.offset, extent.offset + size
-        while position < end:
-            got = os.preadv(extent.fd, [buffer[:min(len(buffer), end - position)]], position)
-            if not got:
-                return
-            tally.update(buffer[:got])
-            _write_all(target, buffer[:got])
-            position += got
+        _hash_extent(extent, size, tally, buffer, target)
         return
     copier = _KernelCopy(extent, size, target)
     copier.start()
@@ -237,13 +231,17 @@ def _copy_extent(extent: Extent, size: int, target: int, tally, buffer: memoryvi
         tally.count = min(tally.count, copier.copied)
 
 
-def _hash_extent(extent: Extent, size: int, tally, buffer: memoryview) -> None:
+def _hash_extent(extent: Extent, size: int, tally, buffer: memoryview,
+                 target: int | None = None) -> None:
+    """Read and hash the extent through ``buffer``; also write it to ``target`` if given."""
     position, end = extent.offset, extent.offset + size
     while position < end:
         got = os.preadv(extent.fd, [buffer[:min(len(buffer), end - position)]], position)
         if not got:
             return
         tally.update(buffer[:got])
+        if target is not None:
+            _write_all(target, buffer[:got])
         position += got
 
 
@@ -287,11 +285,4 @@ def _close_and_discard(descriptor: int, partial: str | None) -> None:
     if descriptor >= 0:
         os.close(descriptor)
     if partial is not None:
-        _unlink(partial)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        unlink_quietly(partial)

@@ -8,6 +8,7 @@ import time
 from typing import BinaryIO, Callable
 
 from ..errors import UploadError
+from ..files import fsync_directory, unlink_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,10 @@ class Staging:
                 os.fsync(target.fileno())
             final = self.path_for(job_id)
             os.replace(partial, final)
-            _fsync_directory(self.volume_path)
+            fsync_directory(self.volume_path)
             return final
         except BaseException:
-            _unlink(partial)
+            unlink_quietly(partial)
             raise
 
     def _copy(self, stream, target, length, on_progress) -> int:
@@ -105,7 +106,7 @@ class Staging:
     def discard(self, job_id: int) -> None:
         """Remove whatever the job left on the volume."""
         for suffix in (".tar.part", ".tar", ".json"):
-            _unlink(self.path_for(job_id, suffix))
+            unlink_quietly(self.path_for(job_id, suffix))
 
 
 def _interrupted(received: int, length: int | None, err) -> UploadError:
@@ -113,18 +114,3 @@ def _interrupted(received: int, length: int | None, err) -> UploadError:
     cause = f" ({err})" if err else ""
     return UploadError(f"the upload was interrupted: {received} bytes {expected}arrived before the "
                        f"client stopped sending{cause}; upload the bundle again", status=400)
-
-
-def _fsync_directory(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -21,6 +21,7 @@ import uuid
 from typing import BinaryIO, Iterator
 
 from ..errors import UploadError
+from ..files import fsync_directory, unlink_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +105,12 @@ class TusStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(final + ".tmp", final)
-        _fsync_directory(self.root)
+        fsync_directory(self.root)
 
     def remove(self, upload_id: str) -> None:
         """Forget an upload and its bytes (call with its lock held)."""
         for suffix in (".part", ".json", ".json.tmp", ".lock"):
-            _unlink(self._path(upload_id, suffix))
+            unlink_quietly(self._path(upload_id, suffix))
 
     def offset(self, info: UploadInfo) -> int:
         """Bytes received so far: the size of the part file (all of them once it has landed)."""
@@ -270,16 +271,3 @@ def _interrupted(received: int, count: int | None, err) -> UploadError:
 def _sync(handle) -> None:
     handle.flush()
     os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
