@@ -13,7 +13,7 @@ from ..config import Settings
 from ..http import make_session
 from ..queue import Enqueuer, make_celery
 from ..services.ids import CounterIdSource, UniqueIdClient
-from .errors import error_page
+from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .intake import Intake
@@ -39,8 +39,7 @@ class DatabaseTool(cherrypy.Tool):
         try:
             db.database_proxy.connect(reuse_if_open=True)
         except db.UNAVAILABLE_ERRORS as err:
-            raise cherrypy.HTTPError(503, "the job database is unavailable; try again shortly "
-                                          f"({err})") from err
+            raise cherrypy.HTTPError(503, database_unavailable(err)) from err
 
     @staticmethod
     def _close():

@@ -17,6 +17,7 @@ import peewee
 
 from .. import db, jobs
 from ..errors import JobNotFound
+from .errors import BadJobId, database_unavailable, parse_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +45,11 @@ class FastJobState:
 
     def _answer(self, query: str) -> tuple[int, dict]:
         values = parse_qs(query, keep_blank_values=True).get("job_id")
-        if not values:
-            return _error(400, "job_id is required, e.g. /get_state?job_id=1")
-        value = values[0] if len(values) == 1 else values
+        value = None if not values else values[0] if len(values) == 1 else values
         try:
-            job_id = int(value)
-        except (TypeError, ValueError):
-            return _error(400, f"job_id must be an integer, got {value!r}")
+            job_id = parse_job_id(value)
+        except BadJobId as err:
+            return _error(400, str(err))
         database = db.database_proxy
         try:
             database.connect(reuse_if_open=True)
@@ -63,7 +62,7 @@ class FastJobState:
             return _error(404, str(err))
         except db.UNAVAILABLE_ERRORS as err:
             logger.warning("database unavailable: %s", err)
-            return _error(503, f"the job database is unavailable; try again shortly ({err})")
+            return _error(503, database_unavailable(err))
 
 
 def _error(status: int, message: str) -> tuple[int, dict]:

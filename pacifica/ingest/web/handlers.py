@@ -4,22 +4,13 @@ from __future__ import annotations
 import cherrypy
 
 from .. import catalog, jobs
-from .errors import json_errors
+from .errors import json_errors, parse_job_id
 from .intake import Intake
 
 
 def request_user(auth_header: str, default_user: str) -> str:
     """The user a fronting proxy authenticated (its header), or the configured default."""
     return cherrypy.request.headers.get(auth_header, default_user)
-
-
-def _job_id(value) -> int:
-    if value is None:
-        raise cherrypy.HTTPError(400, "job_id is required, e.g. /get_state?job_id=1")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise cherrypy.HTTPError(400, f"job_id must be an integer, got {value!r}") from None
 
 
 class Root:
@@ -93,7 +84,7 @@ class JobState:
     @json_errors
     def GET(self, job_id=None, **_params):  # pylint: disable=invalid-name
         """The job state object."""
-        return jobs.get(_job_id(job_id)).as_dict()
+        return jobs.get(parse_job_id(job_id)).as_dict()
 
 
 class JobFiles:
@@ -105,7 +96,7 @@ class JobFiles:
     @json_errors
     def GET(self, job_id=None, **_params):  # pylint: disable=invalid-name
         """The job's state, transaction and files with their archive ids."""
-        number = _job_id(job_id)
+        number = parse_job_id(job_id)
         job = jobs.get(number)
         return {"job": job.as_dict(), "transaction": catalog.transaction_of(number),
                 "files": catalog.files_of(number)}
