@@ -112,6 +112,9 @@ def server_config(settings: Settings, host: str, port: int) -> dict:
         "server.max_request_body_size": 0,
         "server.socket_timeout": settings.ingest.socket_timeout,
         "server.thread_pool": settings.ingest.thread_pool,
+        # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
+        # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
+        "server.socket_queue_size": 1024,
         "engine.autoreload.on": False,
         "checker.on": False,
         "log.screen": False,
