@@ -132,4 +132,4 @@ def test_upload_through_uwsgi(make_stack):
     assert reply.status_code == 400 and "Content-Length" in reply.json()["message"]
     # `docker stop` signals the master alone; with die-on-term it takes its workers along.
     stack.frontend.terminate()
-    assert stack.frontend.wait(timeout=30) == 0
+    assert stack.frontend.wait(timeout=60) == 0
