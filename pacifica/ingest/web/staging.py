@@ -5,7 +5,7 @@ import logging
 import os
 import shutil
 import time
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from ..errors import UploadError
 from ..files import fsync_directory, unlink_quietly
@@ -65,17 +65,8 @@ class Staging:
     def _copy(self, stream, target, length, on_progress) -> int:
         received = 0
         last_report = time.monotonic()
-        while length is None or received < length:
-            piece = min(self.transfer_size, READ_PIECE)
-            want = piece if length is None else min(piece, length - received)
-            try:
-                chunk = stream.read(want)
-            except (OSError, ValueError) as err:
-                raise _interrupted(received, length, err) from err
-            if not chunk:
-                if length is None:
-                    break
-                raise _interrupted(received, length, None)
+        for chunk in body_chunks(stream, length, min(self.transfer_size, READ_PIECE),
+                                 _interrupted):
             received += len(chunk)
             if self.max_size and received > self.max_size:
                 raise UploadError(f"the bundle is over the {self.max_size}-byte limit of this "
@@ -107,6 +98,28 @@ class Staging:
         """Remove whatever the job left on the volume."""
         for suffix in (".tar.part", ".tar", ".json"):
             unlink_quietly(self.path_for(job_id, suffix))
+
+
+def body_chunks(stream: BinaryIO, length: int | None, piece: int,
+                interrupted: Callable[[int, int | None, Exception | None], UploadError]
+                ) -> Iterator[bytes]:
+    """A request body in pieces: exactly ``length`` bytes, or up to its end when None.
+
+    A body that stops early or breaks raises ``interrupted(received, length, error)``.
+    """
+    received = 0
+    while length is None or received < length:
+        want = piece if length is None else min(piece, length - received)
+        try:
+            chunk = stream.read(want)
+        except (OSError, ValueError) as err:
+            raise interrupted(received, length, err) from err
+        if not chunk:
+            if length is None:
+                return
+            raise interrupted(received, length, None)
+        received += len(chunk)
+        yield chunk
 
 
 def _interrupted(received: int, length: int | None, err) -> UploadError:

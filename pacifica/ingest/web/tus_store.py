@@ -22,6 +22,7 @@ from typing import BinaryIO, Iterator
 
 from ..errors import UploadError
 from ..files import fsync_directory, unlink_quietly
+from .staging import body_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -203,17 +204,7 @@ class TusStore:
 
     def _copy(self, stream, target, count, room, hasher) -> int:
         received = 0
-        while count is None or received < count:
-            want = self.transfer_size if count is None else min(self.transfer_size,
-                                                                count - received)
-            try:
-                chunk = stream.read(want)
-            except (OSError, ValueError) as err:
-                raise _interrupted(received, count, err) from err
-            if not chunk:
-                if count is None:
-                    break
-                raise _interrupted(received, count, None)
+        for chunk in body_chunks(stream, count, self.transfer_size, _interrupted):
             if received + len(chunk) > room:
                 target.truncate(target.tell() - received)
                 raise UploadError(f"the chunk runs past the upload's declared length: only "
