@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from configparser import ConfigParser
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Mapping
 
 # section -> key -> (default, the original service's environment variable or None)
@@ -20,8 +20,8 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "transfer_size": ("4 Mb", "TRANSFER_SIZE"),
         "auth_header": ("X-Http-Authed-User", "INGEST_AUTH_HEADER"),
         "default_user": ("root", "INGEST_DEFAULT_USER"),
-        "max_bundle_size": ("0", None),
-        "min_free_space": ("0", None),
+        "max_bundle_size": ("100 Gb", None),
+        "min_free_space": ("1 Gb", None),
         "max_metadata_size": ("64 Mb", None),
         "max_members": ("1000000", None),
         "max_total_size": ("0", None),
@@ -31,7 +31,21 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "thread_pool": ("32", None),
         "socket_timeout": ("300", None),
         "tus_expiry": ("604800", None),
+        "tus_max_metadata": ("4 Kb", None),
+        "tus_user_quota": ("1 Tb", None),
+        "public_url": ("", None),
+        "keep_failed": ("86400", None),
+        "min_upload_rate": ("1 Kb", None),
+        "upload_rate_window": ("60", None),
+        "max_uploads": ("16", None),
+        "max_uploads_per_user": ("4", None),
     },
+    "auth": {
+        "trusted_proxies": ("127.0.0.1, ::1", None),
+        "require_user": ("false", None),
+        "admins": ("", None),
+    },
+    "move": {"allowed_roots": ("", None)},
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
     "policy": {"ingest_url": ("", "POLICY_INGEST_URL")},
     "archiveinterface": {
@@ -51,6 +65,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "queue_path": ("var/queue", None),
         "queue_name": ("ingest", None),
         "concurrency": ("2", None),
+        "max_memory_per_child": ("512 Mb", None),
     },
     "http": {
         "connect_timeout": ("10", None),
@@ -93,8 +108,8 @@ class IngestSettings:
     transfer_size: int = 4 * 1024**2
     auth_header: str = "X-Http-Authed-User"
     default_user: str = "root"
-    max_bundle_size: int = 0
-    min_free_space: int = 0
+    max_bundle_size: int = 100 * 1024**3
+    min_free_space: int = 1024**3
     max_metadata_size: int = 64 * 1024**2
     max_members: int = 1_000_000
     max_total_size: int = 0
@@ -104,6 +119,30 @@ class IngestSettings:
     thread_pool: int = 32
     socket_timeout: float = 300.0
     tus_expiry: float = 604800.0
+    tus_max_metadata: int = 4096
+    tus_user_quota: int = 1024**4
+    public_url: str = ""
+    keep_failed: float = 86400.0
+    min_upload_rate: int = 1024
+    upload_rate_window: float = 60.0
+    max_uploads: int = 16
+    max_uploads_per_user: int = 4
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who a request comes from: trusted proxies, required identity, admins."""
+
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    require_user: bool = False
+    admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MoveSettings:
+    """``/move``: refused unless sources lie beneath one of these roots."""
+
+    allowed_roots: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +181,7 @@ class CelerySettings:
     backend_url: str = ""
     queue_name: str = "ingest"
     concurrency: int = 2
+    max_memory_per_child: int = 512 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -165,10 +205,8 @@ class Settings:
     database: DatabaseSettings
     celery: CelerySettings
     http: HttpSettings = field(default_factory=HttpSettings)
-
-    def with_changes(self, **sections) -> "Settings":
-        """Return a copy with whole sections replaced (handy in tests)."""
-        return replace(self, **sections)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    move: MoveSettings = field(default_factory=MoveSettings)
 
 
 def _env_names(section: str, key: str, original: str | None) -> list[str]:
@@ -231,6 +269,14 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         thread_pool=number("ingest", "thread_pool"),
         socket_timeout=number("ingest", "socket_timeout", float),
         tus_expiry=number("ingest", "tus_expiry", float),
+        tus_max_metadata=size("ingest", "tus_max_metadata"),
+        tus_user_quota=size("ingest", "tus_user_quota"),
+        public_url=get("ingest", "public_url").rstrip("/"),
+        keep_failed=number("ingest", "keep_failed", float),
+        min_upload_rate=size("ingest", "min_upload_rate"),
+        upload_rate_window=number("ingest", "upload_rate_window", float),
+        max_uploads=number("ingest", "max_uploads"),
+        max_uploads_per_user=number("ingest", "max_uploads_per_user"),
     )
     services = ServiceUrls(
         uniqueid=get("uniqueid", "url").rstrip("/"),
@@ -253,6 +299,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         queue_path=os.path.abspath(get("celery", "queue_path")),
         queue_name=get("celery", "queue_name"),
         concurrency=number("celery", "concurrency"),
+        max_memory_per_child=size("celery", "max_memory_per_child"),
     )
     http = HttpSettings(
         connect_timeout=number("http", "connect_timeout", float),
@@ -261,7 +308,20 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         backoff=number("http", "backoff", float),
         parallel_uploads=max(number("http", "parallel_uploads"), 1),
     )
-    return Settings(ingest, services, archive, database, celery, http)
+    auth = AuthSettings(
+        trusted_proxies=_words(get("auth", "trusted_proxies")),
+        require_user=_bool(get("auth", "require_user")),
+        admins=_words(get("auth", "admins")),
+    )
+    move = MoveSettings(
+        allowed_roots=tuple(os.path.abspath(root) for root in _words(get("move", "allowed_roots"))),
+    )
+    return Settings(ingest, services, archive, database, celery, http, auth, move)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """A list setting: items separated by commas or white space."""
+    return tuple(item for item in re.split(r"[,\s]+", text) if item)
 
 
 def _absolute_sqlite_url(url: str) -> str:
