@@ -8,7 +8,22 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import processes  # noqa: E402  pylint: disable=wrong-import-position
 from harness import Stack  # noqa: E402  pylint: disable=wrong-import-position
+
+processes.become_subreaper()
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+    """Fail the run when a process the suite started outlives it (then kill it)."""
+    left = processes.leftovers()
+    if left:
+        processes.kill_all(left)
+        lines = "\n".join(f"  pid {pid}: {command}" for pid, command in left.items())
+        session.config.get_terminal_writer().line(
+            f"\nprocesses started by the tests were still alive at the end (now killed):\n"
+            f"{lines}", red=True)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
