@@ -7,7 +7,7 @@ from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, jobs, recovery, schema
+from . import db, heartbeats, jobs, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
@@ -137,11 +137,35 @@ def install(app: Celery, settings: Settings) -> None:
 
     db.bind(settings.database)
     signals.worker_init.connect(_check_schema(settings), weak=False)
+    _beat_while_running(settings)
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)
     signals.task_prerun.connect(lambda **_: db.database_proxy.connect(reuse_if_open=True),
                                 weak=False)
     signals.task_postrun.connect(lambda **_: db.database_proxy.close(), weak=False)
     app.ingest_task, app.move_task = ingest, move
+
+
+def _beat_while_running(settings: Settings) -> None:
+    """The worker's main process records a heartbeat from when it is ready until it stops."""
+    state: dict = {}
+
+    def start(sender=None, **_) -> None:
+        name = f"{getattr(sender, 'hostname', None) or 'celery'}:{recovery.this_process()}"
+        state["beat"] = heartbeats.Heartbeat(name, settings.celery.queue_name,
+                                             settings.celery.heartbeat_interval)
+        try:
+            state["beat"].run_once()
+        except Exception:  # pylint: disable=broad-except
+            logger.warning("first heartbeat failed; the thread tries again", exc_info=True)
+        state["beat"].start()
+        logger.info("worker %s ready on queue %s", name, settings.celery.queue_name)
+
+    def stop(**_) -> None:
+        if "beat" in state:
+            state.pop("beat").stop()
+
+    signals.worker_ready.connect(start, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
 
 
 def _check_schema(settings: Settings):
