@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from . import jobs, metadata
+from . import jobs, metadata, metrics
 from .archive import ArchiveBackend, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
@@ -57,12 +57,14 @@ class Progress:
         self.floor = floor
         self.step = Step.UPLOADING
         self._last_write = 0.0
+        self._began = time.monotonic()
         self._done = 0
         self._total = 0
 
     def begin(self, step: Step, total: int = 0) -> None:
         """Enter a step at 0 %."""
         self.step, self._done, self._total = step, 0, total
+        self._began = time.monotonic()
         self._write(0.0)
 
     def add(self, amount: int) -> None:
@@ -75,6 +77,12 @@ class Progress:
     def end(self) -> None:
         """Leave the step at 100 %."""
         self._write(100.0)
+        self.count_duration()
+
+    def count_duration(self) -> None:
+        """Count the time spent in the step (``end`` does; the last step ends with the job)."""
+        metrics.instruments().step_seconds.labels(step=self.step.value).observe(
+            time.monotonic() - self._began)
 
     def _write(self, percent: float) -> None:
         self._last_write = time.monotonic()
@@ -200,7 +208,12 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
             err.details.append(left)
         raise
     if jobs.finish(job.job_id):
+        progress.count_duration()
         _remove_quietly(job.path)
+        counted = metrics.instruments()
+        counted.files.inc(count)
+        counted.bytes.inc(sum(int(entry.get("size") or 0) for entry in final
+                              if entry.get("destinationTable") == "Files"))
 
 
 def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],

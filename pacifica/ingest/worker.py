@@ -7,7 +7,7 @@ from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, heartbeats, jobs, recovery, schema
+from . import db, heartbeats, jobs, metrics, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
@@ -81,13 +81,16 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
         deps = get_deps()
         progress.interval = deps.progress_interval
         _run_through_outages(job_id, task_name, deps, progress)
+        metrics.instruments().completed.inc()
     except JobCancelled:
         logger.info("job %s was stopped from outside while it ran", job_id)
     except IngestError as err:
         logger.info("job %s failed at %s: %s", job_id, progress.step.value, err)
         jobs.fail(job_id, progress.step, str(err))
+        metrics.job_failed(progress.step.value, err)
     except Exception as err:
         logger.exception("job %s: unexpected error at %s", job_id, progress.step.value)
+        metrics.job_failed(progress.step.value, err)
         jobs.fail(job_id, progress.step, f"internal error at {progress.step.value}: {err!r} "
                                          "(the service logs have the details)\n"
                                          + traceback.format_exc(limit=5))
@@ -136,6 +139,7 @@ def install(app: Celery, settings: Settings) -> None:
         run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after)
 
     db.bind(settings.database)
+    metrics.enable(settings.ingest.volume_path)
     signals.worker_init.connect(_check_schema(settings), weak=False)
     _beat_while_running(settings)
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)

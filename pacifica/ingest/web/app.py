@@ -8,7 +8,7 @@ import socket
 
 import cherrypy
 
-from .. import db
+from .. import db, metrics
 from ..config import Settings
 from ..health import Readiness, checks_for
 from ..http import make_session
@@ -19,6 +19,7 @@ from .fast_state import FastJobState
 from .health import Health, Ready
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .intake import Intake
+from .metrics import mount as mount_metrics
 from .staging import Staging
 from .tus import build_uploads
 from .tus import mount as mount_tus
@@ -64,6 +65,7 @@ def build_intake(settings: Settings, enqueue) -> Intake:
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     """The WSGI application: routes, JSON errors, streaming upload bodies."""
     db.bind(settings.database)
+    metrics.enable(settings.ingest.volume_path)
     celery_app = make_celery(settings)  # tasks go by name: the frontend never imports the pipeline
     intake = build_intake(settings, enqueue or Enqueuer(celery_app, settings.celery.queue_name))
     auth = (settings.ingest.auth_header, settings.ingest.default_user)
@@ -92,6 +94,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     }
     uploads = build_uploads(settings, intake)
     config.update(mount_tus(root, uploads, settings))
+    config.update(mount_metrics(root, settings, uploads.store))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
         FastJobState, worker_timeout=settings.celery.worker_timeout,

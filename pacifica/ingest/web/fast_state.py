@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from urllib.parse import parse_qs
 
 import cherrypy
 
-from .. import db, heartbeats, jobs
+from .. import db, heartbeats, jobs, metrics
 from ..errors import JobNotFound
 from .errors import BadJobId, database_unavailable, parse_job_id
 
@@ -37,7 +38,9 @@ class FastJobState:
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
+        started = time.monotonic()
         status, body = self._answer(environ.get("QUERY_STRING", ""))
+        metrics.instruments().get_state_seconds.observe(time.monotonic() - started)
         payload = json.dumps(body).encode("utf-8")
         start_response(REASONS[status], [("Content-Type", "application/json"),
                                          ("Content-Length", str(len(payload))),

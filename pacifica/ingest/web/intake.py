@@ -6,7 +6,7 @@ import logging
 import os
 from typing import BinaryIO, Callable
 
-from .. import jobs
+from .. import jobs, metrics
 from ..errors import UploadError
 from ..queue import submit
 from ..services.ids import MODE_JOB, IdSource
@@ -45,19 +45,23 @@ class Intake:
             path = self.staging.receive(job_id, stream, length, report)
         except UploadError as err:
             jobs.fail(job_id, jobs.Step.UPLOADING, str(err))
+            metrics.job_failed(jobs.Step.UPLOADING.value, err)
             err.job_id = job_id
             raise
         except BaseException as err:
             jobs.fail(job_id, jobs.Step.UPLOADING, f"the upload could not be stored: {err!r}")
+            metrics.job_failed(jobs.Step.UPLOADING.value, err)
             raise
         return self.bundle_landed(job_id, path)
 
-    def bundle_landed(self, job_id: int, path: str) -> dict:
+    def bundle_landed(self, job_id: int, path: str, via: str = "POST") -> dict:
         """A complete bundle is on the volume: record it and queue its ingest."""
         size = os.path.getsize(path)
         jobs.set_fields(job_id, path=path, bytes_received=size, task_percent=100.0,
                         queue_state=jobs.WAITING, owner="")
         submit(job_id, jobs.KIND_UPLOAD, self.enqueue)
+        metrics.instruments().accepted.labels(via=via).inc()
+        metrics.instruments().bundle_size.observe(size)
         return jobs.get(job_id).as_dict()
 
     def accept_move(self, document, user: str) -> dict:
@@ -69,4 +73,5 @@ class Intake:
         jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING,
                         owner="")
         submit(job_id, jobs.KIND_MOVE, self.enqueue)
+        metrics.instruments().accepted.labels(via="move").inc()
         return jobs.get(job_id).as_dict()
