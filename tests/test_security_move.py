@@ -248,3 +248,11 @@ def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, swapped):
     with pytest.raises(MoveRefused, match="is a symbolic link"):
         with moves.open(path, len(b"secret!")):
             pass
+
+
+def test_a_root_that_is_gone_refuses_with_a_message(tmp_path):
+    moves = MoveSources((str(tmp_path / "not-mounted"),))
+
+    with pytest.raises(MoveRefused, match="the allowed root it lies beneath cannot be opened"):
+        with moves.open(str(tmp_path / "not-mounted" / "a.bin"), 1):
+            pass

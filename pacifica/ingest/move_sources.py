@@ -122,7 +122,12 @@ class MoveSources:
         root, names = self._split(source)
         own = self._own_identities()
         shown = repr(source)
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise MoveRefused(f"{shown}: the allowed root it lies beneath cannot be opened "
+                              f"({err.strerror or err}); ask the service's administrator"
+                              ) from None
         try:
             found = os.fstat(fd)
             for depth, name in enumerate(names):
