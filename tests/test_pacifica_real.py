@@ -272,12 +272,14 @@ def test_move_patches_files_into_the_archive_interface(services, full_chain, mov
         source.write_bytes(data)
         entries.append(file_entry(path, data, mimetype="application/octet-stream",
                                   source=str(source)))
+    patches = access_count(services["archive"], "PATCH", "/")
 
     reply = full_chain.move(entries)
     assert reply.status_code == 200, reply.text
     state = full_chain.wait(reply.json()["job_id"])
 
     assert state["state"] == "OK", state
+    assert access_count(services["archive"], "PATCH", "/") == patches + len(files)
     assert (state["task"], state["task_percent"]) == ("ingest metadata", "100.0")
     record = pac.transaction(services["metadata"].url, state["job_id"])
     recorded = {f"{f['subdir']}/{f['name']}": f for f in record["files"].values()}
