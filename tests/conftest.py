@@ -34,6 +34,16 @@ def stack(tmp_path_factory):
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def move_stack(tmp_path_factory):
+    """A running stack whose ``/move`` may take files from beneath its own base folder
+    (which also holds its archive, volume, queue and SQLite file: those stay refused)."""
+    base = str(tmp_path_factory.mktemp("move-stack"))
+    running = Stack(base, extra_env={"INGEST_MOVE_ALLOWED_ROOTS": base}).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture
 def make_stack(tmp_path):
     """Build extra stacks (stopped at the end of the test)."""

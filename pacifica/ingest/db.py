@@ -40,13 +40,21 @@ class BaseModel(peewee.Model):
         database = database_proxy
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite database URL names (None for another database or ``:memory:``)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[-1]
+    return path if path and path != ":memory:" else None
+
+
 def make_database(url: str) -> peewee.Database:
     """Build (not connect) a peewee database from a URL."""
     if url.startswith("sqliteext://"):  # the original's default spelling
         url = "sqlite://" + url[len("sqliteext://"):]
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
+        path = sqlite_file(url)
+        if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         return connect_url(url, pragmas=SQLITE_PRAGMAS)
     if url.startswith("mysql"):

@@ -14,6 +14,7 @@ from .config import Settings
 from .errors import IngestError, JobNotFound
 from .http import make_session
 from .jobs import Step
+from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE
 from .services.ids import CounterIdSource, UniqueIdClient
@@ -41,7 +42,8 @@ def build_deps(settings: Settings) -> Deps:
                           max_unpack_ratio=settings.ingest.max_unpack_ratio,
                           min_free_space=settings.ingest.min_free_space)
     return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
-                limits=limits, progress_interval=settings.ingest.progress_interval)
+                limits=limits, progress_interval=settings.ingest.progress_interval,
+                moves=MoveSources.from_settings(settings))
 
 
 DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the database

@@ -59,7 +59,8 @@ def build_intake(settings: Settings, enqueue) -> Intake:
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
     return Intake(ids, staging, enqueue,
-                  owner=f"{socket.gethostname()}:{os.getpid()}")
+                  owner=f"{socket.gethostname()}:{os.getpid()}",
+                  moves_allowed=bool(settings.move.allowed_roots))
 
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:

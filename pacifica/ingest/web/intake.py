@@ -8,6 +8,7 @@ from typing import BinaryIO, Callable
 
 from .. import jobs, metrics
 from ..errors import UploadError
+from ..move_sources import MOVE_DISABLED
 from ..queue import submit
 from ..services.ids import MODE_JOB, IdSource
 from .staging import Staging
@@ -20,11 +21,13 @@ Enqueue = Callable[[int, str], None]
 class Intake:
     """The frontend's one piece of logic, kept apart from HTTP so tus uploads reuse it."""
 
-    def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = ""):
+    def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = "",
+                 moves_allowed: bool = False):
         self.ids = ids
         self.staging = staging
         self.enqueue = enqueue
         self.owner = owner
+        self.moves_allowed = moves_allowed  # [move] allowed_roots is set
 
     def new_job(self, user: str, kind: str, length: int | None) -> int:
         """Allocate an id and record the job as OK / UPLOADING / 0."""
@@ -65,7 +68,9 @@ class Intake:
         return jobs.get(job_id).as_dict()
 
     def accept_move(self, document, user: str) -> dict:
-        """Record a move request (metadata naming files already archived) and queue it."""
+        """Record a move request (metadata naming files on this host) and queue it."""
+        if not self.moves_allowed:
+            raise UploadError(MOVE_DISABLED, status=403)
         if not isinstance(document, list):
             raise UploadError("a move request is a JSON list of metadata objects", status=400)
         job_id = self.new_job(user, jobs.KIND_MOVE, None)
