@@ -89,7 +89,7 @@ def _running():
 def list_jobs(state: str | None = None, queue_state: str | None = None,
               older_than: float | None = None, running: bool = False,
               limit: int = 1000) -> list[Job]:
-    """Jobs matching the filters, oldest update first."""
+    """Jobs matching the filters, newest first."""
     query = Job.select()
     if state:
         query = query.where(Job.state == state)
@@ -99,7 +99,7 @@ def list_jobs(state: str | None = None, queue_state: str | None = None,
         query = query.where(_running())
     if older_than is not None:
         query = query.where(Job.updated < cutoff(older_than))
-    return list(query.order_by(Job.updated, Job.job_id).limit(limit))
+    return list(query.order_by(Job.created.desc(), Job.job_id.desc()).limit(limit))
 
 
 def describe(job: Job, stale_after: float) -> dict:
