@@ -10,6 +10,7 @@ import sys
 from . import catalog, db, jobs, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
+from .files import unlink_quietly
 from .pipeline import rollback
 from .queue import Enqueuer, make_celery, submit
 from .web.staging import Staging
@@ -174,7 +175,11 @@ def cmd_retry(args, settings) -> int:
     _check_retry_allowed(job, args, settings)
     path = _bundle_on_volume(job, args, settings)
     if job.state == jobs.OK and job.complete:
-        _undo_finished(job, settings)
+        try:
+            _undo_finished(job, settings)
+        except AdminRefused:
+            unlink_quietly(path)  # the fresh copy: a finished job's own bundle is gone
+            raise
     kind = jobs.KIND_MOVE if args.move else job.kind
     jobs.reset(args.job_id, path=path)
     jobs.set_fields(args.job_id, kind=kind, file_id_start=None, file_count=None)
