@@ -12,6 +12,7 @@ import pytest
 
 from factories import TRANSACTION, file_entry, make_bundle
 from faults import admin_jobs, archive_names, job_expecting, partial_upload, wait_until
+from harness import Stack
 from test_e2e_ingest import assert_archived
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,6 @@ def job_row(stack, job_id: int) -> dict:
 @pytest.fixture(scope="module")
 def idle(tmp_path_factory):
     """A frontend without workers: every job it accepts stays queued, unclaimed."""
-    from harness import Stack  # pylint: disable=import-outside-toplevel
     running = Stack(str(tmp_path_factory.mktemp("idle")), workers=0).start()
     yield running
     running.stop()
