@@ -12,7 +12,9 @@ import pytest
 
 from factories import TRANSACTION, file_entry, make_bundle
 from faults import admin_jobs, archive_names, job_expecting, partial_upload, wait_until
-from harness import Stack
+from harness import Database, Stack
+from pacifica.ingest import db, jobs, recovery, schema
+from pacifica.ingest.config import DatabaseSettings
 from test_e2e_ingest import assert_archived
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +51,31 @@ def test_sweep_leaves_an_unclaimed_job_for_stale_after(idle):
     job = job_row(idle, job_id)
     assert (job["state"], job["queue_state"], job["owner"], job["attempts"]) == (
         "OK", "queued", "", 0), job
+
+
+@pytest.fixture
+def job_table(tmp_path):
+    """A real SQLite job table bound in this process."""
+    made = Database("sqlite", str(tmp_path))
+    db.bind(DatabaseSettings(url=made.url))
+    schema.sync()
+    yield
+    db.database_proxy.close()
+    made.drop()
+
+
+def test_lost_jobs_are_those_of_dead_local_workers_or_stale_ones(job_table):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, timeout=60, check=True)
+    dead = f"{recovery.HOST}:{int(finished.stdout)}"
+    owners = {1: dead, 2: "", 3: "elsewhere.example:4242", 4: recovery.this_process()}
+    for job_id, owner in owners.items():
+        jobs.create(job_id, "user")
+        jobs.set_fields(job_id, queue_state=jobs.QUEUED, owner=owner)
+    assert [job.job_id for job in recovery.lost_jobs(3600)] == [1]
+
+    jobs.Job.update(updated=recovery.cutoff(7200)).execute()  # nothing moved for two hours
+    assert sorted(job.job_id for job in recovery.lost_jobs(3600)) == [1, 2, 3]
 
 
 # -- 2. retry --------------------------------------------------------------------------------
