@@ -160,7 +160,8 @@ def lost_jobs(stale_after: float) -> list[Job]:
     """Queued jobs whose worker is gone: at once for a dead process of this host; otherwise
     (another host, or never claimed: its message may still be in the broker) after
     ``stale_after`` seconds without progress."""
-    candidates = Job.select().where(_running() & (Job.queue_state == jobs.QUEUED))
+    candidates = Job.select().where(_running() & (Job.queue_state == jobs.QUEUED) & (
+        Job.owner.startswith(f"{HOST}:") | (Job.updated < cutoff(stale_after))))
     return [job for job in candidates if owner_dead_here(job.owner)
             or (is_stale(job.updated, stale_after)
                 and not owner_alive(job.owner, job.updated, stale_after))]
