@@ -6,20 +6,28 @@ from contextlib import contextmanager
 
 import peewee
 
-from . import catalog, jobs
+from . import auth, catalog, jobs
 from .db import BaseModel, database_proxy
 from .services import ids
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 
 MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
-          catalog.ArchivedFile)
+          catalog.ArchivedFile, auth.ApiToken)
+
+
+def _add_api_tokens() -> None:
+    """1.0 -> 1.1: the API token table."""
+    database_proxy.create_tables([auth.ApiToken], safe=True)
+
 
 # (major, minor) -> function bringing the schema from that version to the next one.
-MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {}
+MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
+    (1, 0): ((1, 1), _add_api_tokens),
+}
 
 
 class SchemaError(RuntimeError):

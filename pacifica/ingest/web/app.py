@@ -1,6 +1,7 @@
 """Composition root of the frontend: build the handlers, tools and CherryPy config."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -16,6 +17,7 @@ from ..services.ids import CounterIdSource, UniqueIdClient
 from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
 from .handlers import JobFiles, JobState, Move, Root, Upload
+from .identity import Identifier
 from .intake import Intake
 from .staging import Staging
 from .tus import build_uploads
@@ -75,13 +77,13 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     """The WSGI application: routes, JSON errors, streaming upload bodies."""
     db.bind(settings.database)
     intake = build_intake(settings, enqueue)
-    auth = (settings.ingest.auth_header, settings.ingest.default_user)
+    identifier = Identifier(settings)
     root = Root()
-    root.upload = Upload(intake, *auth)
+    root.upload = Upload(intake, identifier)
     root.ingest = root.upload
-    root.move = Move(intake, *auth)
-    root.get_state = JobState()
-    root.get_files = JobFiles()
+    root.move = Move(intake, identifier)
+    root.get_state = JobState(identifier)
+    root.get_files = JobFiles(identifier)
     streaming = {"request.process_request_body": False}
     config = {
         "/": {
@@ -96,9 +98,10 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
         "/ingest": streaming,
     }
     uploads = build_uploads(settings, intake)
-    config.update(mount_tus(root, uploads, settings))
+    config.update(mount_tus(root, uploads, settings, identifier))
     app = cherrypy.Application(root, script_name="", config=config)
-    app.wsgiapp.pipeline.append(("fast_job_state", FastJobState))
+    app.wsgiapp.pipeline.append(("fast_job_state",
+                                 functools.partial(FastJobState, identifier=identifier)))
     app.intake = intake
     app.tus = uploads
     return app
@@ -115,6 +118,8 @@ def server_config(settings: Settings, host: str, port: int) -> dict:
         # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
         # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
         "server.socket_queue_size": 1024,
+        # Underscored header names never alias the identity header (web/header_names.py).
+        "server.instance": "pacifica.ingest.web.header_names.FoldingServer",
         "engine.autoreload.on": False,
         "checker.on": False,
         "log.screen": False,

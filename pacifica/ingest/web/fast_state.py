@@ -16,35 +16,38 @@ import cherrypy
 import peewee
 
 from .. import db, jobs
+from ..auth import AuthError
 from ..errors import JobNotFound
 from .errors import BadJobId, database_unavailable, parse_job_id
+from .identity import Identifier, error_headers
 
 logger = logging.getLogger(__name__)
 
 PATH = "/get_state"
-REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
-           503: "503 Service Unavailable"}
+REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
+           404: "404 Not Found", 503: "503 Service Unavailable"}
 
 
 class FastJobState:
     """WSGI middleware: answers ``GET /get_state``, hands everything else to ``app``."""
 
-    def __init__(self, app, **_config):
+    def __init__(self, app, identifier: Identifier, **_config):
         self.app = app
+        self.identifier = identifier
         self.server = f"CherryPy/{cherrypy.__version__}"
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
-        status, body = self._answer(environ.get("QUERY_STRING", ""))
+        status, body, headers = self._answer(environ)
         payload = json.dumps(body).encode("utf-8")
         start_response(REASONS[status], [("Content-Type", "application/json"),
                                          ("Content-Length", str(len(payload))),
-                                         ("Server", self.server)])
+                                         ("Server", self.server), *headers])
         return [payload]
 
-    def _answer(self, query: str) -> tuple[int, dict]:
-        values = parse_qs(query, keep_blank_values=True).get("job_id")
+    def _answer(self, environ) -> tuple[int, dict, list]:
+        values = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).get("job_id")
         value = None if not values else values[0] if len(values) == 1 else values
         try:
             job_id = parse_job_id(value)
@@ -54,10 +57,13 @@ class FastJobState:
         try:
             database.connect(reuse_if_open=True)
             try:
-                return 200, jobs.get(job_id).as_dict()
+                identity = self.identifier.identify(environ)
+                return 200, jobs.get(job_id, identity.may_see).as_dict(), []
             finally:
                 if not isinstance(database.obj, peewee.SqliteDatabase):
                     database.close()  # SQLite keeps the thread's connection, as the tool does
+        except AuthError as err:
+            return _error(err.status, str(err), error_headers(err))
         except JobNotFound as err:
             return _error(404, str(err))
         except db.UNAVAILABLE_ERRORS as err:
@@ -65,6 +71,6 @@ class FastJobState:
             return _error(503, database_unavailable(err))
 
 
-def _error(status: int, message: str) -> tuple[int, dict]:
+def _error(status: int, message: str, headers=()) -> tuple[int, dict, list]:
     return status, {"status": REASONS[status], "message": message, "traceback": "",
-                    "version": cherrypy.__version__}
+                    "version": cherrypy.__version__}, list(headers)
