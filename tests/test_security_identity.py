@@ -20,6 +20,7 @@ import pacifica_services as pac
 from factories import make_bundle
 from harness import Stack
 from images import image_command
+from test_deploy_files import BASE, needs_compose, resolved
 from pacifica.ingest import schema
 
 pytestmark = pytest.mark.e2e
@@ -345,3 +346,9 @@ def test_identity_rules_under_gunicorn_as_the_image_runs_it(make_stack):
     assert "Bearer" in reply.headers["WWW-Authenticate"]
     token = new_token(stack, "alice")
     assert bearer(stack, token, peer="127.0.0.2").state(job_id).status_code == 200
+
+
+@needs_compose
+def test_compose_frontend_requires_a_user():
+    env = resolved(BASE)["services"]["frontend"]["environment"]
+    assert env["INGEST_AUTH_REQUIRE_USER"] == "true"
