@@ -352,3 +352,12 @@ def test_identity_rules_under_gunicorn_as_the_image_runs_it(make_stack):
 def test_compose_frontend_requires_a_user():
     env = resolved(BASE)["services"]["frontend"]["environment"]
     assert env["INGEST_AUTH_REQUIRE_USER"] == "true"
+
+
+def test_a_bad_trusted_proxy_stops_the_process_with_a_clear_message(make_stack):
+    stack = make_stack()
+    stack.env["INGEST_AUTH_TRUSTED_PROXIES"] = "127.0.0.1, proxy.example"
+    result = stack.admin("dbsync", check=False)
+    assert result.returncode == 2
+    assert "'proxy.example' is not an address or a CIDR" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -49,11 +49,11 @@ class Identifier:
                                 f"spelt {self.header}", status=400)
         claimed = environ.get(self.key)
         if claimed is not None:
-            peer = environ.get("REMOTE_ADDR") or "this client"
+            peer = environ.get("REMOTE_ADDR", "")
             if not peer_in(peer, self.proxies):
                 raise AuthError(f"the {self.header} header is only believed from a trusted proxy "
-                                f"([auth] trusted_proxies) and {peer} is not one; {HOW}",
-                                status=400)
+                                f"([auth] trusted_proxies) and {peer or 'this peer'} is not one; "
+                                f"{HOW}", status=400)
             return self._vouched(check_user_name(claimed, f"the {self.header} header"))
         credentials = environ.get("HTTP_AUTHORIZATION")
         if credentials is not None:
