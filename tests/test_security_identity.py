@@ -270,8 +270,7 @@ def test_require_user_refuses_anonymous_requests(closed_stack):
     anonymous = Client(closed_stack)
     job_id = as_user(closed_stack, "alice").upload().json()["job_id"]
     replies = (anonymous.upload(), anonymous.state(job_id), anonymous.files(job_id),
-               anonymous.tus_create(),
-               anonymous.call("POST", "/move", json=[], headers={"Content-Type": "application/json"}))
+               anonymous.tus_create(), anonymous.call("POST", "/move", json=[]))
     for reply in replies:
         assert_error(reply, 401, "Authorization: Bearer")
         challenge = reply.headers["WWW-Authenticate"]

@@ -79,9 +79,10 @@ class Identifier:
             raise AuthError(f"the Authorization scheme {scheme[:32]!r} is not supported; {HOW}",
                             status=401)
         try:
-            name, colon, secret = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+            pair = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            name, colon, secret = "", "", ""
+            pair = ""
+        name, colon, secret = pair.partition(":")
         if not colon:
             raise AuthError("the Basic credentials are not base64 of 'user:token'", status=401)
         user = token_user(secret)
