@@ -123,9 +123,10 @@ def wait_as(client: Client, job_id: int, timeout: float = 120) -> dict:
 
 @pytest.fixture(scope="module")
 def open_stack(tmp_path_factory):
-    """Default user allowed (require_user false); ``boss`` is an admin."""
+    """Default user allowed (require_user false); ``boss`` is an admin, and so is ``root``
+    (the default user's name) when a proxy or a token vouches for it."""
     stack = Stack(str(tmp_path_factory.mktemp("identity-open")),
-                  extra_env={"INGEST_AUTH_ADMINS": ADMIN})
+                  extra_env={"INGEST_AUTH_ADMINS": f"{ADMIN}, root"})
     try:
         yield stack.start()
     finally:
@@ -200,7 +201,8 @@ def test_default_user_is_not_an_admin(open_stack):
     assert root.state(job_id).status_code == 200  # its own jobs, as before
     assert_unknown_job(as_user(open_stack, "bob").state(job_id), job_id)
     bob_job = as_user(open_stack, "bob").upload().json()["job_id"]
-    assert_unknown_job(root.state(bob_job), bob_job)
+    assert_unknown_job(root.state(bob_job), bob_job)  # anonymous, though "root" is listed
+    assert as_user(open_stack, "root").state(bob_job).status_code == 200  # vouched for
 
 
 def test_tus_uploads_answer_their_owner_and_admins_only(open_stack):
