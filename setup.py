@@ -19,6 +19,7 @@ setup(
         "requests>=2.28",
         "tqdm>=4.62",
         "prometheus_client>=0.17",
+        "cryptography>=41",
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],

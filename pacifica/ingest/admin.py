@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import auth, catalog, db, jobs, recovery, schema, startup
+from . import auth, catalog, db, jobs, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
 from .files import unlink_quietly
@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--user", help="only this user's")
     revoke = token_commands.add_parser("revoke", help="refuse a token from now on")
     revoke.add_argument("token", metavar="ID_OR_PREFIX", help="its id or prefix (token list)")
+
+    keys = commands.add_parser("keys", help="the public keys receipts are signed with")
+    keys.add_argument("--rotate", action="store_true",
+                      help="make a new signing key (older receipts still verify)")
+    check = commands.add_parser("verify-receipt", help="check a receipt's signature, and with "
+                                                       "--against-archive the archived files")
+    check.add_argument("receipt", metavar="FILE", help="a receipt saved from GET /receipt")
+    check.add_argument("--public-key", metavar="PEM",
+                       help="verify with this key file (offline) instead of the service's keys")
+    check.add_argument("--against-archive", action="store_true",
+                       help="re-hash every archived file the receipt names (a fixity audit)")
     return parser
 
 
@@ -339,9 +350,49 @@ def cmd_token(args, settings) -> int:
     return 0
 
 
+def cmd_keys(args, _settings) -> int:
+    """Print the receipt keys (after making a new one with --rotate)."""
+    if args.rotate:
+        receipts.create_key()
+    _print({"algorithm": receipts.ALGORITHM, "keys": receipts.public_keys()})
+    return 0
+
+
+def cmd_verify_receipt(args, settings) -> int:
+    """Check a receipt's signature (and the archived files): 0 when everything holds."""
+    try:
+        with open(args.receipt, encoding="utf-8") as handle:
+            envelope = json.load(handle)
+        if args.public_key:
+            with open(args.public_key, encoding="ascii") as handle:
+                public_pem = handle.read()
+        else:
+            key = receipts.SigningKey.get_or_none(
+                receipts.SigningKey.key_id == str(envelope.get("key_id")))
+            if key is None:
+                raise receipts.ReceiptError(f"no key {envelope.get('key_id')!r} on this service: "
+                                            "pass --public-key")
+            public_pem = key.public_pem
+        document = receipts.verify(envelope, public_pem)
+    except (OSError, ValueError, AttributeError, receipts.ReceiptError) as err:
+        print(f"{args.receipt}: NOT VALID: {err}")
+        return 1
+    print(f"{args.receipt}: signature valid: job {document['job_id']}, "
+          f"{document['file_count']} files, {document['total_bytes']} bytes")
+    if not args.against_archive:
+        return 0
+    problems = receipts.audit(document, archive_from_settings(settings))
+    for line in problems:
+        print(f"DIFFERS: {line}")
+    print(f"{len(document['files']) - len(problems)} of {len(document['files'])} archived files "
+          "match the receipt")
+    return 1 if problems else 0
+
+
 COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": cmd_retry,
             "files": cmd_files, "jobs": cmd_jobs, "requeue": cmd_requeue, "fail": cmd_fail,
-            "recover": cmd_recover, "token": cmd_token}
+            "recover": cmd_recover, "token": cmd_token, "keys": cmd_keys,
+            "verify-receipt": cmd_verify_receipt}
 
 
 def main(argv=None) -> int:

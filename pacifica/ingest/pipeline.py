@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from . import jobs, metadata, metrics
+from . import jobs, metadata, metrics, receipts
 from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
@@ -230,6 +230,7 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
         raise
     size = sum(int(entry.get("size") or 0) for entry in final
                if entry.get("destinationTable") == "Files")
+    receipts.record(job, final)  # signed before the job shows complete: a done job has one
     if jobs.finish(job.job_id):
         progress.count_duration()
         _remove_quietly(job.path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import BinaryIO
 from dataclasses import replace
 from email.utils import formatdate
 
@@ -132,6 +133,16 @@ class HttpArchive:
         if reply.status_code >= 400:
             raise ArchiveError(f"the Archive Interface refused to move {path} to file id "
                                f"{file_id}: {reply.status_code} {reply_message(reply)}")
+
+    def read(self, file_id: int) -> BinaryIO:
+        """The stored file, streamed back from the Archive Interface (GET /<id>)."""
+        reply = self._call(f"reading file id {file_id}",
+                           lambda: self.session.get(f"{self.url}/{file_id}", stream=True))
+        if reply.status_code >= 400:
+            raise ArchiveError(f"the Archive Interface could not read file id {file_id}: "
+                               f"{reply.status_code} {reply_message(reply)}")
+        reply.raw.decode_content = True
+        return reply.raw
 
     def remove(self, file_id: int) -> bool:
         """The Archive Interface has no delete: only a file it never received counts as gone."""

@@ -158,6 +158,10 @@ class LocalArchive:
         del path  # the bytes come from the held descriptor, never from the path again
         self.store(file_id, source)
 
+    def read(self, file_id: int) -> BinaryIO:
+        """The stored file, opened for reading."""
+        return open(self.path_for(file_id), "rb")  # pylint: disable=consider-using-with
+
     def remove(self, file_id: int) -> bool:
         """Delete a file and any partial copy of it."""
         final = self.path_for(file_id)

@@ -21,6 +21,7 @@ from .handlers import JobFiles, JobState, Move, Root, Upload
 from .identity import Identifier
 from .intake import Intake
 from .metrics import mount as mount_metrics
+from .receipts import mount as mount_receipts
 from .staging import Staging
 from .tus import build_uploads
 from .tus import mount as mount_tus
@@ -97,6 +98,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     uploads = build_uploads(settings, intake)
     config.update(mount_tus(root, uploads, settings, identifier))
     config.update(mount_metrics(root, settings, uploads.store))
+    config.update(mount_receipts(root, identifier))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
         FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,
