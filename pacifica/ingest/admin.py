@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import auth, catalog, db, jobs, receipts, recovery, schema, startup
+from . import auth, catalog, db, jobs, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
 from .files import unlink_quietly
@@ -233,6 +233,8 @@ def cmd_jobs(args, settings) -> int:
                                running=args.running or args.stale, limit=args.limit)
     described = [recovery.describe(job, stale_after) for job in found]
     if args.json:
+        for job in described:
+            job["notifications"] = notify.of_job(job["job_id"])
         _print(described)
     else:
         sys.stdout.write(_table(described))

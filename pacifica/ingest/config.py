@@ -46,6 +46,14 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "admins": ("", None),
     },
     "move": {"allowed_roots": ("", None)},
+    "notify": {
+        "urls": ("", None),
+        "secret": ("", None),
+        "allow_client_urls": ("false", None),
+        "allowed_hosts": ("", None),
+        "retry_for": ("3600", None),
+        "timeout": ("10", None),
+    },
     "logging": {
         "level": ("INFO", "INGEST_LOG_LEVEL"),
         "format": ("text", None),
@@ -146,6 +154,18 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """Completion webhooks: where to POST, the HMAC secret, client URLs and their allow-list."""
+
+    urls: tuple[str, ...] = ()
+    secret: str = ""
+    allow_client_urls: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    retry_for: float = 3600.0
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """Log level and format of every process; the level of get_state's access lines."""
 
@@ -226,6 +246,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     move: MoveSettings = field(default_factory=MoveSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
 
 def _env_names(section: str, key: str, original: str | None) -> list[str]:
@@ -343,7 +364,19 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         get_state_level=_choice(get("logging", "get_state_level").upper(), "logging",
                                 "get_state_level", LOG_LEVELS),
     )
-    return Settings(ingest, services, archive, database, celery, http, auth, move, log_settings)
+    notify = NotifySettings(
+        urls=_words(get("notify", "urls")),
+        secret=get("notify", "secret"),
+        allow_client_urls=_bool(get("notify", "allow_client_urls")),
+        allowed_hosts=_words(get("notify", "allowed_hosts")),
+        retry_for=number("notify", "retry_for", float),
+        timeout=number("notify", "timeout", float),
+    )
+    if (notify.urls or notify.allow_client_urls) and not notify.secret:
+        raise ConfigError("[notify] secret is required to sign webhooks: set it (e.g. "
+                          "INGEST_NOTIFY_SECRET) to a long random string shared with receivers")
+    return Settings(ingest, services, archive, database, celery, http, auth, move, log_settings,
+                    notify)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 TASK_INGEST = "pacifica.ingest.ingest"
 TASK_MOVE = "pacifica.ingest.move"
+TASK_NOTIFY = "pacifica.ingest.notify"
 TASK_FOR_KIND = {"upload": TASK_INGEST, "move": TASK_MOVE}
 
 # A long ingest must not be redelivered while it still runs (Redis/SQS visibility).
