@@ -35,6 +35,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "tus_user_quota": ("1 Tb", None),
         "public_url": ("", None),
         "keep_failed": ("86400", None),
+        "idempotency_ttl": ("86400", None),
         "min_upload_rate": ("1 Kb", None),
         "upload_rate_window": ("60", None),
         "max_uploads": ("16", None),
@@ -138,6 +139,7 @@ class IngestSettings:
     tus_user_quota: int = 1024**4
     public_url: str = ""
     keep_failed: float = 86400.0
+    idempotency_ttl: float = 86400.0
     min_upload_rate: int = 1024
     upload_rate_window: float = 60.0
     max_uploads: int = 16
@@ -313,6 +315,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         tus_user_quota=size("ingest", "tus_user_quota"),
         public_url=get("ingest", "public_url").rstrip("/"),
         keep_failed=number("ingest", "keep_failed", float),
+        idempotency_ttl=number("ingest", "idempotency_ttl", float),
         min_upload_rate=size("ingest", "min_upload_rate"),
         upload_rate_window=number("ingest", "upload_rate_window", float),
         max_uploads=number("ingest", "max_uploads"),

@@ -100,6 +100,11 @@ def create(job_id: int, user: str, kind: str = KIND_UPLOAD, path: str | None = N
                       bytes_expected=bytes_expected, owner=owner)
 
 
+def forget(job_id: int) -> None:
+    """Remove a job that never received a byte (it lost an idempotency race)."""
+    retrying(Job.delete().where(Job.job_id == job_id).execute)
+
+
 def get(job_id: int, visible: Callable[[str], bool] | None = None) -> Job:
     """Return the job or raise JobNotFound (also when ``visible`` hides its user's jobs)."""
     try:

@@ -26,6 +26,7 @@ import socket
 
 from . import jobs
 from .db import database_proxy, retrying
+from .files import fsync_directory
 from .jobs import Job
 from .queue import WaitingJobsRetry, submit
 
@@ -133,10 +134,39 @@ def interrupted_message(received: int, expected: int | None, who: str) -> str:
             "upload the bundle again")
 
 
+def landed_body(volume_path: str, job: Job) -> str | None:
+    """The bundle of an abandoned upload whose whole body had arrived, made durable; else None.
+
+    The frontend renames ``<id>.tar.part`` to ``<id>.tar`` only after the last byte and an
+    fsync; a part file as long as the declared Content-Length is fsynced and renamed here."""
+    final = os.path.join(volume_path, f"{job.job_id}.tar")
+    if os.path.exists(final):
+        return final
+    partial = final + ".part"
+    try:
+        if job.bytes_expected is None or os.path.getsize(partial) != job.bytes_expected:
+            return None
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, final)
+    except FileNotFoundError:
+        return None
+    fsync_directory(volume_path)
+    return final
+
+
 def fail_abandoned_uploads(volume_path: str, stale_after: float) -> list[int]:
-    """Fail each abandoned upload with its byte counts and remove its partial file."""
+    """Queue each abandoned upload whose whole body landed; fail the others with their byte
+    counts and remove their partial files.  Returns the failed ones."""
     failed = []
     for job in abandoned_uploads(stale_after):
+        bundle = landed_body(volume_path, job)
+        if bundle is not None:
+            jobs.set_fields(job.job_id, path=bundle, bytes_received=os.path.getsize(bundle),
+                            task_percent=100.0, queue_state=jobs.WAITING, owner="")
+            logger.warning("job %s: its frontend %s died after the whole body arrived; the "
+                           "bundle is queued", job.job_id, job.owner)
+            continue
         received = job.bytes_received or 0
         partial = os.path.join(volume_path, f"{job.job_id}.tar.part")
         if os.path.exists(partial):

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import peewee
 
-from . import auth, catalog, heartbeats, jobs, notify, receipts
+from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts
 from .db import BaseModel, database_proxy
 from .services import ids
 
@@ -17,7 +17,8 @@ SCHEMA_MINOR = 1
 
 MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
           catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat, receipts.SigningKey,
-          receipts.Receipt, notify.Delivery)
+          receipts.Receipt, notify.Delivery,
+          idempotency.IdempotencyKey)
 
 
 def _add_tables(*models):
@@ -31,7 +32,8 @@ def _add_tables(*models):
 # (major, minor) -> (the version it leads to, the step that gets there).
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
     (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat,
-                                  receipts.SigningKey, receipts.Receipt, notify.Delivery)),
+                                  receipts.SigningKey, receipts.Receipt, notify.Delivery,
+                                  idempotency.IdempotencyKey)),
 }
 
 

@@ -62,7 +62,8 @@ def build_intake(settings: Settings, enqueue) -> Intake:
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
     return Intake(ids, staging, enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
-                  moves_allowed=bool(settings.move.allowed_roots))
+                  moves_allowed=bool(settings.move.allowed_roots),
+                  idempotency_ttl=settings.ingest.idempotency_ttl)
 
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
