@@ -197,7 +197,9 @@ def cmd_recover(args, settings) -> int:
     enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
     failed = recovery.fail_abandoned_uploads(settings.ingest.volume_path, stale_after)
     requeued = recovery.requeue_lost_jobs(enqueue, stale_after)
-    _print({"failed_uploads": failed, "requeued": requeued})
+    removed = recovery.remove_failed_bundles(settings.ingest.volume_path,
+                                             settings.ingest.keep_failed)
+    _print({"failed_uploads": failed, "requeued": requeued, "removed_bundles": removed})
     return 0
 
 

@@ -27,6 +27,7 @@ from .staging import body_chunks
 logger = logging.getLogger(__name__)
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+METADATA_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token, as tus asks
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 CHECKSUM_MISMATCH = "460 Checksum Mismatch"
 LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
@@ -41,8 +42,7 @@ class UploadInfo:
     user: str
     metadata: str = ""  # the Upload-Metadata header as the client sent it
     created: float = 0.0
-    job_id: int | None = None  # set when the last byte has landed
-    landed: bool = False  # the bundle is on the job's path and handed to the queue
+    job_id: int | None = None  # set when the last byte is in, just before the bundle lands
 
 
 def not_found(upload_id: str) -> UploadError:
@@ -94,7 +94,11 @@ class TusStore:
         """The description of an upload, or 404."""
         try:
             with open(self._path(upload_id, ".json"), encoding="utf-8") as handle:
-                return UploadInfo(**json.load(handle))
+                stored = json.load(handle)
+            # older versions also kept a "landed" flag: the job row says that now
+            return UploadInfo(**{field.name: stored[field.name]
+                                 for field in dataclasses.fields(UploadInfo)
+                                 if field.name in stored})
         except FileNotFoundError:
             raise not_found(upload_id) from None
 
@@ -237,17 +241,31 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
     return algorithm, digest
 
 
-def parse_metadata(header: str | None) -> dict[str, str]:
-    """``Upload-Metadata: key base64,key2 base64`` -> {key: text}; 400 if malformed."""
+def parse_metadata(header: str | None, max_size: int = 0) -> dict[str, str]:
+    """``Upload-Metadata: key base64,key2 base64`` -> {key: text}; 400 if malformed or too long.
+
+    Keys are HTTP tokens (ASCII, no spaces or commas), each once; values are base64.
+    """
+    header = header or ""
+    if max_size and len(header) > max_size:
+        raise UploadError(f"Upload-Metadata is {len(header)} characters, over the limit of "
+                          f"{max_size} of this service: send only short values such as the "
+                          "file name", status=400)
     result = {}
-    for pair in (header or "").split(","):
+    for pair in header.split(","):
         if not pair.strip():
             continue
         key, _, value = pair.strip().partition(" ")
+        shown = pair.strip()[:80]
+        if not METADATA_KEY.fullmatch(key):
+            raise UploadError(f"Upload-Metadata key {key[:80]!r} is not an ASCII token (letters, "
+                              "digits and !#$%&'*+-.^_`|~)", status=400)
+        if key in result:
+            raise UploadError(f"Upload-Metadata names the key {key!r} twice", status=400)
         try:
             result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
         except ValueError:
-            raise UploadError(f"Upload-Metadata pair {pair.strip()!r} is not '<key> <base64>'",
+            raise UploadError(f"Upload-Metadata pair {shown!r} is not '<key> <base64>'",
                               status=400) from None
     return result
 
