@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what clients will read in 'exception'")
 
     commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
-                                        "dead frontend left, queue again jobs a dead worker lost")
+                                        "dead frontend left, queue again jobs a dead worker "
+                                        "lost, remove failed bundles older than keep_failed")
     return parser
 
 
