@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from factories import TRANSACTION, file_entry, make_bundle
+from harness import Stack
 from pacifica.ingest.client.upload import IngestClient, UploadFailed
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +85,6 @@ def wait_for(predicate, what: str, timeout: float = 60.0):
 @pytest.fixture(scope="module")
 def quota_stack(tmp_path_factory):
     """A frontend and worker with a small per-user tus quota."""
-    from harness import Stack  # pylint: disable=import-outside-toplevel
     running = Stack(str(tmp_path_factory.mktemp("quota")), extra_env={
         "INGEST_INGEST_TUS_USER_QUOTA": str(QUOTA)}).start()
     yield running
@@ -131,14 +131,15 @@ def test_received_bytes_and_landing_release_the_quota(quota_stack):
 
 def test_expiry_releases_the_quota(quota_stack):
     url = url_of(quota_stack, create(quota_stack, 60_000, user="dave"))
-    assert_refused(create(quota_stack, 60_000, user="dave"), 413, "quota")
     upload_id = url.rsplit("/", 1)[1]
     idle_since = time.time() - 8 * 24 * 3600  # longer ago than the default tus_expiry (7 days)
     for name in os.listdir(os.path.join(quota_stack.volume, "tus")):
         if name.startswith(upload_id):
             os.utime(os.path.join(quota_stack.volume, "tus", name), (idle_since, idle_since))
-    url_of(quota_stack, create(quota_stack, 60_000, user="dave"))
     assert requests.head(url, headers={**TUS, USER: "dave"}, timeout=30).status_code == 410
+    later = url_of(quota_stack, create(quota_stack, 60_000, user="dave"))  # the expired one: 0
+    assert_refused(create(quota_stack, 60_000, user="dave"), 413, "quota")  # this one counts
+    assert delete(later, "dave") == 204
 
 
 def test_upload_metadata_is_capped_and_validated(quota_stack):

@@ -212,7 +212,7 @@ def requeue_lost_jobs(enqueue, stale_after: float) -> list[int]:
 
 
 class Janitor(WaitingJobsRetry):
-    """The frontend's background thread: waiting jobs, abandoned uploads, lost jobs, old failures."""
+    """The frontend's background thread: waiting jobs, abandoned uploads, lost jobs, failures."""
 
     def __init__(self, enqueue, volume_path: str, stale_after: float,
                  interval: float | None = None, keep_failed: float | None = None):

@@ -5,7 +5,8 @@ An open tus upload promises ``length - offset`` more bytes, a POSTed bundle stil
 tus part files and descriptions on the volume, the job table), so the promises survive a
 restart and hold across processes; a lock file on the volume makes check-then-create one step
 for tus creations.  A scan costs a directory listing and one ``stat`` per open upload: the
-length and owner of an upload never change, so each description is read once per process.
+length, owner and description time of an open upload never change, so each description is
+read once per process, and the part file's size and time tell the rest.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class Reservations:
         self.store = store
         self.staging = staging
         self.user_quota = user_quota
-        self._described: dict[str, tuple[int, str]] = {}  # upload id -> (length, user)
+        # upload id -> (length, user, last activity when first seen)
+        self._described: dict[str, tuple[int, str, float]] = {}
 
     def promised(self) -> Promised:
         """What open tus uploads and POSTs in flight will still write to the volume."""
@@ -91,19 +93,20 @@ class Reservations:
                 continue
             present.add(upload_id)
             try:
-                received = os.path.getsize(os.path.join(self.store.root, name))
-                length, user = self._description(upload_id)
+                part = os.stat(os.path.join(self.store.root, name))
+                length, user, seen = self._description(upload_id)
             except (FileNotFoundError, UploadError):  # removed or landed meanwhile
                 continue
-            if not self.store.is_expired(upload_id):
-                yield user, max(length - received, 0)
+            if not self.store.idle_too_long(max(seen, part.st_mtime)):
+                yield user, max(length - part.st_size, 0)
         for gone in set(self._described) - present:  # forget landed and removed ones
             del self._described[gone]
 
-    def _description(self, upload_id: str) -> tuple[int, str]:
+    def _description(self, upload_id: str) -> tuple[int, str, float]:
         if upload_id not in self._described:
             info = self.store.load(upload_id)
-            self._described[upload_id] = (info.length, info.user)
+            self._described[upload_id] = (info.length, info.user,
+                                          self.store.last_activity(upload_id))
         return self._described[upload_id]
 
     def _posts_in_flight(self) -> Iterator[tuple[str, int]]:

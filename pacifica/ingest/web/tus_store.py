@@ -144,8 +144,11 @@ class TusStore:
 
     def is_expired(self, upload_id: str, now: float | None = None) -> bool:
         """True once the upload has been idle for longer than the expiry."""
-        deadline = self.expires_at(upload_id)
-        return deadline is not None and (now or time.time()) >= deadline
+        return self.idle_too_long(self.last_activity(upload_id), now)
+
+    def idle_too_long(self, last_activity: float, now: float | None = None) -> bool:
+        """True when an upload last active at ``last_activity`` has expired."""
+        return bool(self.expiry) and (now or time.time()) >= last_activity + self.expiry
 
     @contextlib.contextmanager
     def locked(self, upload_id: str, wait: float = LOCK_WAIT) -> Iterator[None]:
