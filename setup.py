@@ -18,6 +18,7 @@ setup(
         "cherrypy>=18.8",
         "requests>=2.28",
         "tqdm>=4.62",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import requests
 
+import processes
 from harness import free_port
 
 logger = logging.getLogger(__name__)
@@ -155,15 +156,7 @@ class Service:
 
     def stop(self) -> None:
         """SIGTERM its process group, SIGKILL if it lingers, then run the cleanups."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(15)
+        processes.end(self.process, signal.SIGTERM, grace=15)
         for cleanup in reversed(self.cleanups):
             try:
                 cleanup()
@@ -181,9 +174,8 @@ def _start(name: str, folder: Path, command, env: dict, attempts: int = 3) -> Se
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         with open(folder / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(command(port), cwd=folder, env=full_env, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+            process = processes.spawn(command(port), cwd=folder, env=full_env, stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         service = Service(name, url, process, folder)
         problem = _wait_ready(service)
         if not problem:

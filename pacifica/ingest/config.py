@@ -66,6 +66,8 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "queue_name": ("ingest", None),
         "concurrency": ("2", None),
         "max_memory_per_child": ("512 Mb", None),
+        "heartbeat_interval": ("5", None),
+        "worker_timeout": ("30", None),
     },
     "http": {
         "connect_timeout": ("10", None),
@@ -182,6 +184,8 @@ class CelerySettings:
     queue_name: str = "ingest"
     concurrency: int = 2
     max_memory_per_child: int = 512 * 1024**2
+    heartbeat_interval: float = 5.0
+    worker_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -300,6 +304,8 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         queue_name=get("celery", "queue_name"),
         concurrency=number("celery", "concurrency"),
         max_memory_per_child=size("celery", "max_memory_per_child"),
+        heartbeat_interval=number("celery", "heartbeat_interval", float),
+        worker_timeout=number("celery", "worker_timeout", float),
     )
     http = HttpSettings(
         connect_timeout=number("http", "connect_timeout", float),

@@ -7,13 +7,14 @@ from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, jobs, recovery, schema
+from . import db, heartbeats, jobs, metrics, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
 from .errors import IngestError, JobNotFound
 from .http import make_session
 from .jobs import Step
+from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE
 from .services.ids import CounterIdSource, UniqueIdClient
@@ -41,7 +42,8 @@ def build_deps(settings: Settings) -> Deps:
                           max_unpack_ratio=settings.ingest.max_unpack_ratio,
                           min_free_space=settings.ingest.min_free_space)
     return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
-                limits=limits, progress_interval=settings.ingest.progress_interval)
+                limits=limits, progress_interval=settings.ingest.progress_interval,
+                moves=MoveSources.from_settings(settings))
 
 
 DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the database
@@ -81,13 +83,16 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
         deps = get_deps()
         progress.interval = deps.progress_interval
         _run_through_outages(job_id, task_name, deps, progress)
+        metrics.instruments().completed.inc()
     except JobCancelled:
         logger.info("job %s was stopped from outside while it ran", job_id)
     except IngestError as err:
         logger.info("job %s failed at %s: %s", job_id, progress.step.value, err)
         jobs.fail(job_id, progress.step, str(err))
+        metrics.job_failed(progress.step.value, err)
     except Exception as err:
         logger.exception("job %s: unexpected error at %s", job_id, progress.step.value)
+        metrics.job_failed(progress.step.value, err)
         jobs.fail(job_id, progress.step, f"internal error at {progress.step.value}: {err!r} "
                                          "(the service logs have the details)\n"
                                          + traceback.format_exc(limit=5))
@@ -136,12 +141,37 @@ def install(app: Celery, settings: Settings) -> None:
         run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after)
 
     db.bind(settings.database)
+    metrics.enable(settings.ingest.volume_path)
     signals.worker_init.connect(_check_schema(settings), weak=False)
+    _beat_while_running(settings)
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)
     signals.task_prerun.connect(lambda **_: db.database_proxy.connect(reuse_if_open=True),
                                 weak=False)
     signals.task_postrun.connect(lambda **_: db.database_proxy.close(), weak=False)
     app.ingest_task, app.move_task = ingest, move
+
+
+def _beat_while_running(settings: Settings) -> None:
+    """The worker's main process records a heartbeat from when it is ready until it stops."""
+    state: dict = {}
+
+    def start(sender=None, **_) -> None:
+        name = f"{getattr(sender, 'hostname', None) or 'celery'}:{recovery.this_process()}"
+        state["beat"] = heartbeats.Heartbeat(name, settings.celery.queue_name,
+                                             settings.celery.heartbeat_interval)
+        try:
+            state["beat"].run_once()
+        except Exception:  # pylint: disable=broad-except
+            logger.warning("first heartbeat failed; the thread tries again", exc_info=True)
+        state["beat"].start()
+        logger.info("worker %s ready on queue %s", name, settings.celery.queue_name)
+
+    def stop(**_) -> None:
+        if "beat" in state:
+            state.pop("beat").stop()
+
+    signals.worker_ready.connect(start, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
 
 
 def _check_schema(settings: Settings):

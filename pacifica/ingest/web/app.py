@@ -1,22 +1,25 @@
 """Composition root of the frontend: build the handlers, tools and CherryPy config."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 
 import cherrypy
-import peewee
 
-from .. import db
+from .. import db, metrics
 from ..config import Settings
+from ..health import Readiness, checks_for
 from ..http import make_session
 from ..queue import Enqueuer, make_celery
 from ..services.ids import CounterIdSource, UniqueIdClient
 from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
+from .health import Health, Ready
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .intake import Intake
+from .metrics import mount as mount_metrics
 from .staging import Staging
 from .tus import build_uploads
 from .tus import mount as mount_tus
@@ -43,38 +46,29 @@ class DatabaseTool(cherrypy.Tool):
 
     @staticmethod
     def _close():
-        if isinstance(db.database_proxy.obj, peewee.SqliteDatabase):
-            # Keep the thread's SQLite connection: opening one and setting its pragmas cost
-            # two thirds of a get_state (py-spy); a server database gets it back each time.
-            return
-        try:
-            db.database_proxy.close()
-        except db.UNAVAILABLE_ERRORS:
-            pass
+        db.release_connection()
 
 
 cherrypy.tools.ingest_db = DatabaseTool()
 
 
-def default_enqueue(settings: Settings):
-    """Send tasks through Celery by name: the frontend never imports the pipeline."""
-    return Enqueuer(make_celery(settings), settings.celery.queue_name)
-
-
-def build_intake(settings: Settings, enqueue=None) -> Intake:
+def build_intake(settings: Settings, enqueue) -> Intake:
     """The intake with the configured id source, staging volume and queue."""
     ids = (UniqueIdClient(settings.services.uniqueid, make_session(settings.http))
            if settings.services.uniqueid else CounterIdSource())
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
-    return Intake(ids, staging, enqueue or default_enqueue(settings),
-                  owner=f"{socket.gethostname()}:{os.getpid()}")
+    return Intake(ids, staging, enqueue,
+                  owner=f"{socket.gethostname()}:{os.getpid()}",
+                  moves_allowed=bool(settings.move.allowed_roots))
 
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     """The WSGI application: routes, JSON errors, streaming upload bodies."""
     db.bind(settings.database)
-    intake = build_intake(settings, enqueue)
+    metrics.enable(settings.ingest.volume_path)
+    celery_app = make_celery(settings)  # tasks go by name: the frontend never imports the pipeline
+    intake = build_intake(settings, enqueue or Enqueuer(celery_app, settings.celery.queue_name))
     auth = (settings.ingest.auth_header, settings.ingest.default_user)
     root = Root()
     root.upload = Upload(intake, *auth)
@@ -82,6 +76,8 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     root.move = Move(intake, *auth)
     root.get_state = JobState()
     root.get_files = JobFiles()
+    root.health = Health()
+    root.ready = Ready(Readiness(checks_for(settings, celery_app)))
     streaming = {"request.process_request_body": False}
     config = {
         "/": {
@@ -92,13 +88,18 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
             "tools.encode.on": True,
             "request.body.maxbytes": settings.ingest.max_metadata_size,
         },
+        "/health": {"tools.ingest_db.on": False},
+        "/ready": {"tools.ingest_db.on": False},
         "/upload": streaming,
         "/ingest": streaming,
     }
     uploads = build_uploads(settings, intake)
     config.update(mount_tus(root, uploads, settings))
+    config.update(mount_metrics(root, settings, uploads.store))
     app = cherrypy.Application(root, script_name="", config=config)
-    app.wsgiapp.pipeline.append(("fast_job_state", FastJobState))
+    app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
+        FastJobState, worker_timeout=settings.celery.worker_timeout,
+        queue=settings.celery.queue_name)))
     app.intake = intake
     app.tus = uploads
     return app

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from urllib.parse import parse_qs
 
 import cherrypy
-import peewee
 
-from .. import db, jobs
+from .. import db, heartbeats, jobs, metrics
 from ..errors import JobNotFound
 from .errors import BadJobId, database_unavailable, parse_job_id
 
@@ -29,14 +29,18 @@ REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
 class FastJobState:
     """WSGI middleware: answers ``GET /get_state``, hands everything else to ``app``."""
 
-    def __init__(self, app, **_config):
+    def __init__(self, app, worker_timeout: float = 30.0, queue: str | None = None, **_config):
         self.app = app
         self.server = f"CherryPy/{cherrypy.__version__}"
+        self.worker_timeout = worker_timeout
+        self.queue = queue
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
+        started = time.monotonic()
         status, body = self._answer(environ.get("QUERY_STRING", ""))
+        metrics.instruments().get_state_seconds.observe(time.monotonic() - started)
         payload = json.dumps(body).encode("utf-8")
         start_response(REASONS[status], [("Content-Type", "application/json"),
                                          ("Content-Length", str(len(payload))),
@@ -50,14 +54,13 @@ class FastJobState:
             job_id = parse_job_id(value)
         except BadJobId as err:
             return _error(400, str(err))
-        database = db.database_proxy
         try:
-            database.connect(reuse_if_open=True)
+            db.database_proxy.connect(reuse_if_open=True)
             try:
-                return 200, jobs.get(job_id).as_dict()
+                return 200, heartbeats.job_state(jobs.get(job_id), self.worker_timeout,
+                                                 self.queue)
             finally:
-                if not isinstance(database.obj, peewee.SqliteDatabase):
-                    database.close()  # SQLite keeps the thread's connection, as the tool does
+                db.release_connection()
         except JobNotFound as err:
             return _error(404, str(err))
         except db.UNAVAILABLE_ERRORS as err:

@@ -4,9 +4,8 @@ An open tus upload promises ``length - offset`` more bytes, a POSTed bundle stil
 ``bytes_expected - received``.  Both are read from what every frontend process shares (the
 tus part files and descriptions on the volume, the job table), so the promises survive a
 restart and hold across processes; a lock file on the volume makes check-then-create one step
-for tus creations.  A scan costs a directory listing and one ``stat`` per open upload: the
-length, owner and description time of an open upload never change, so each description is
-read once per process, and the part file's size and time tell the rest.
+for tus creations.  A scan costs a directory listing and one ``stat`` per open upload
+(``TusStore.open_uploads``) and one query for the POSTs.
 """
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from .. import jobs
 from ..errors import UploadError
 from ..jobs import Job
 from .staging import Staging
-from .tus_store import UPLOAD_ID, TusStore
+from .tus_store import TusStore
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ class Reservations:
         self.store = store
         self.staging = staging
         self.user_quota = user_quota
-        # upload id -> (length, user, last activity when first seen)
-        self._described: dict[str, tuple[int, str, float]] = {}
 
     def promised(self) -> Promised:
         """What open tus uploads and POSTs in flight will still write to the volume."""
@@ -57,7 +54,8 @@ class Reservations:
 
     def _scan(self) -> Promised:
         found = Promised()
-        for user, remaining in self._open_tus():
+        for user, length, received in self.store.open_uploads():
+            remaining = max(length - received, 0)
             found.total += remaining
             found.tus_by_user[user] = found.tus_by_user.get(user, 0) + remaining
         found.total += sum(remaining for _, remaining in self._posts_in_flight())
@@ -83,31 +81,6 @@ class Reservations:
         with open(os.path.join(self.store.root, LOCK_NAME), "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             yield
-
-    def _open_tus(self) -> Iterator[tuple[str, int]]:
-        """(user, bytes still to come) of each upload whose bytes have not landed nor expired."""
-        present = set()
-        for name in os.listdir(self.store.root):
-            upload_id, _, suffix = name.partition(".")
-            if suffix != "part" or not UPLOAD_ID.fullmatch(upload_id):
-                continue
-            present.add(upload_id)
-            try:
-                part = os.stat(os.path.join(self.store.root, name))
-                length, user, seen = self._description(upload_id)
-            except (FileNotFoundError, UploadError):  # removed or landed meanwhile
-                continue
-            if not self.store.idle_too_long(max(seen, part.st_mtime)):
-                yield user, max(length - part.st_size, 0)
-        for gone in set(self._described) - present:  # forget landed and removed ones
-            del self._described[gone]
-
-    def _description(self, upload_id: str) -> tuple[int, str, float]:
-        if upload_id not in self._described:
-            info = self.store.load(upload_id)
-            self._described[upload_id] = (info.length, info.user,
-                                          self.store.last_activity(upload_id))
-        return self._described[upload_id]
 
     def _posts_in_flight(self) -> Iterator[tuple[str, int]]:
         """(user, bytes still to come) of each bundle still streaming into the volume."""

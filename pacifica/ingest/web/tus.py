@@ -167,7 +167,7 @@ class ResumableUploads:
         if os.path.exists(part):
             os.replace(part, path)
         if jobs.get(info.job_id).queue_state == jobs.RECEIVING:
-            self.intake.bundle_landed(info.job_id, path)
+            self.intake.bundle_landed(info.job_id, path, via="tus")
         logger.info("tus upload %s complete: job %s", info.upload_id, info.job_id)
 
 

@@ -58,6 +58,8 @@ class TusStore:
         self.root = os.path.join(volume_path, "tus")
         self.expiry = expiry
         self.transfer_size = transfer_size
+        # open upload id -> (length, user, last activity when first seen): see open_uploads
+        self._described: dict[str, tuple[int, str, float]] = {}
         os.makedirs(self.root, exist_ok=True)
 
     # -- paths ----------------------------------------------------------------------------
@@ -125,6 +127,43 @@ class TusStore:
             if info.job_id is not None:
                 return info.length
             raise not_found(info.upload_id) from None
+
+    def open_uploads(self) -> Iterator[tuple[str, int, int]]:
+        """(user, length, bytes received) of each upload neither landed nor expired.
+
+        An upload is open while its part file exists (landing moves it away).  One ``stat``
+        per upload: an open upload's length, owner and description never change, so each
+        description is read once per store object.
+        """
+        present = set()
+        for name in os.listdir(self.root):
+            upload_id, _, suffix = name.partition(".")
+            if suffix != "part" or not UPLOAD_ID.fullmatch(upload_id):
+                continue
+            present.add(upload_id)
+            try:
+                part = os.stat(os.path.join(self.root, name))
+                length, user, described = self._open_description(upload_id)
+            except (FileNotFoundError, UploadError):  # landed or removed meanwhile
+                continue
+            if not self.idle_too_long(max(described, part.st_mtime)):
+                yield user, length, part.st_size
+        for gone in [known for known in list(self._described) if known not in present]:
+            self._described.pop(gone, None)
+
+    def _open_description(self, upload_id: str) -> tuple[int, str, float]:
+        if upload_id not in self._described:
+            info = self.load(upload_id)
+            self._described[upload_id] = (info.length, info.user, self.last_activity(upload_id))
+        return self._described[upload_id]
+
+    def open_reservations(self) -> tuple[int, int]:
+        """(open uploads, bytes they still expect)."""
+        count = expected = 0
+        for _, length, received in self.open_uploads():
+            count += 1
+            expected += max(length - received, 0)
+        return count, expected
 
     def last_activity(self, upload_id: str) -> float:
         """When the upload last received bytes or changed its description."""
