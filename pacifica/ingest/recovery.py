@@ -99,7 +99,8 @@ def describe(job: Job, stale_after: float) -> dict:
                 attempts=job.attempts, path=job.path, file_id_start=job.file_id_start,
                 file_count=job.file_count, bytes_expected=job.bytes_expected,
                 bytes_received=job.bytes_received, seconds_since_update=age,
-                stale=bool(running and is_stale(job.updated, stale_after)))
+                stale=bool(running and is_stale(job.updated, stale_after)),
+                bundle_removed=bundle_removed(job))
 
 
 def abandoned_uploads(stale_after: float) -> list[Job]:

@@ -4,7 +4,8 @@ An open tus upload promises ``length - offset`` more bytes, a POSTed bundle stil
 ``bytes_expected - received``.  Both are read from what every frontend process shares (the
 tus part files and descriptions on the volume, the job table), so the promises survive a
 restart and hold across processes; a lock file on the volume makes check-then-create one step
-for tus creations.  A scan costs a directory listing and one ``stat`` per open upload
+for tus creations (a POST's promise shows from the moment its job row exists, just after its
+own check).  A scan costs a directory listing and one ``stat`` per open upload
 (``TusStore.open_uploads``) and one query for the POSTs.
 """
 from __future__ import annotations
