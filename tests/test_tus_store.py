@@ -6,6 +6,7 @@ second request while one holds the upload, and expiry measured by the sweeper's 
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 import time
@@ -117,3 +118,14 @@ def test_expiry_removes_idle_partial_uploads_only(uploads):
     assert not [name for name in os.listdir(uploads.store.root)
                 if name.startswith(idle.upload_id)]
     assert uploads.queued == []
+
+
+def test_a_description_written_with_a_landed_flag_still_loads(uploads):
+    info = uploads.create(100, "erin")
+    path = os.path.join(uploads.store.root, info.upload_id + ".json")
+    with open(path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({**stored, "landed": False}, handle)  # as versions before the job row said so
+    assert uploads.store.load(info.upload_id) == info
+    assert uploads.status(info.upload_id, "erin")[1] == 0
