@@ -58,7 +58,7 @@ def assert_refused(reply: requests.Response, status: int, words: str) -> None:
 
 def job_rows(stack) -> list[dict]:
     """Every job row, as ``pacifica-ingest-cmd jobs`` prints it."""
-    return json.loads(stack.admin("jobs", "--limit", "100000").stdout)
+    return json.loads(stack.admin("jobs", "--json", "--limit", "100000").stdout)
 
 
 def snapshot(folder: str) -> dict:

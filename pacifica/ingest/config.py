@@ -46,6 +46,11 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "admins": ("", None),
     },
     "move": {"allowed_roots": ("", None)},
+    "logging": {
+        "level": ("INFO", "INGEST_LOG_LEVEL"),
+        "format": ("text", None),
+        "get_state_level": ("DEBUG", None),
+    },
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
     "policy": {"ingest_url": ("", "POLICY_INGEST_URL")},
     "archiveinterface": {
@@ -141,6 +146,15 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    """Log level and format of every process; the level of get_state's access lines."""
+
+    level: str = "INFO"
+    format: str = "text"
+    get_state_level: str = "DEBUG"
+
+
+@dataclass(frozen=True)
 class MoveSettings:
     """``/move``: refused unless sources lie beneath one of these roots."""
 
@@ -211,6 +225,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     move: MoveSettings = field(default_factory=MoveSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
 
 def _env_names(section: str, key: str, original: str | None) -> list[str]:
@@ -322,7 +337,23 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
     move = MoveSettings(
         allowed_roots=tuple(os.path.abspath(root) for root in _words(get("move", "allowed_roots"))),
     )
-    return Settings(ingest, services, archive, database, celery, http, auth, move)
+    log_settings = LoggingSettings(
+        level=_choice(get("logging", "level").upper(), "logging", "level", LOG_LEVELS),
+        format=_choice(get("logging", "format").lower(), "logging", "format", ("text", "json")),
+        get_state_level=_choice(get("logging", "get_state_level").upper(), "logging",
+                                "get_state_level", LOG_LEVELS),
+    )
+    return Settings(ingest, services, archive, database, celery, http, auth, move, log_settings)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _choice(value: str, section: str, key: str, allowed: tuple[str, ...]) -> str:
+    """A setting that must be one of a few words."""
+    if value not in allowed:
+        raise ConfigError(f"[{section}] {key} = {value!r}: use one of {', '.join(allowed)}")
+    return value
 
 
 def _words(text: str) -> tuple[str, ...]:

@@ -82,9 +82,10 @@ class Progress:
         self.count_duration()
 
     def count_duration(self) -> None:
-        """Count the time spent in the step (``end`` does; the last step ends with the job)."""
-        metrics.instruments().step_seconds.labels(step=self.step.value).observe(
-            time.monotonic() - self._began)
+        """Count and log the time spent in the step (``end`` does; the last ends with the job)."""
+        seconds = time.monotonic() - self._began
+        metrics.instruments().step_seconds.labels(step=self.step.value).observe(seconds)
+        logger.info("job %s: %s took %.3f s", self.job_id, self.step.value, seconds)
 
     def _write(self, percent: float) -> None:
         self._last_write = time.monotonic()
@@ -136,7 +137,7 @@ def _validate(job: Job, deps: Deps, progress: Progress, parsed: metadata.IngestM
     return first_id, final
 
 
-def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
+def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
     """Open, validate, store and record one bundle; leave nothing in the archive on failure."""
     progress.begin(Step.OPEN_TAR)
     with Bundle.open_path(job.path, deps.limits) as bundle:
@@ -161,10 +162,10 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
         store_all(deps.archive, first_id, sources, job.job_id)
         progress.end()
 
-    _publish(job, deps, progress, final, first_id, len(placements))
+    return _publish(job, deps, progress, final, first_id, len(placements))
 
 
-def move_files(job: Job, deps: Deps, progress: Progress) -> None:
+def move_files(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
     """The move variant: metadata names files on this host, beneath [move] allowed_roots.
 
     Each file is held open through ``deps.moves`` (no symbolic link followed) and its
@@ -199,7 +200,7 @@ def move_files(job: Job, deps: Deps, progress: Progress) -> None:
         raise
     progress.end()
 
-    _publish(job, deps, progress, final, first_id, len(placements))
+    return _publish(job, deps, progress, final, first_id, len(placements))
 
 
 def _held_source(entry: metadata.FileEntry, held: OpenedSource) -> FileSource:
@@ -215,8 +216,10 @@ def _clip(subdir: str) -> str:
 
 
 def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
-             count: int) -> None:
-    """Record the metadata; if that fails, take the job's files back out of the archive."""
+             count: int) -> tuple[int, int]:
+    """Record the metadata; if that fails, take the job's files back out of the archive.
+
+    Returns the files and bytes the job stored."""
     progress.begin(Step.INGEST_METADATA)
     try:
         deps.sink.publish(job.job_id, job.user, final)
@@ -225,13 +228,15 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
         if left:
             err.details.append(left)
         raise
+    size = sum(int(entry.get("size") or 0) for entry in final
+               if entry.get("destinationTable") == "Files")
     if jobs.finish(job.job_id):
         progress.count_duration()
         _remove_quietly(job.path)
         counted = metrics.instruments()
         counted.files.inc(count)
-        counted.bytes.inc(sum(int(entry.get("size") or 0) for entry in final
-                              if entry.get("destinationTable") == "Files"))
+        counted.bytes.inc(size)
+    return count, size
 
 
 def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],

@@ -17,6 +17,7 @@ def prepare(config_path: str | None) -> Settings | None:
     except ConfigError as err:
         logger.error("%s", err)
         return None
+    logsetup.configure(settings.logging.level, settings.logging.format)
     db.bind(settings.database)
     db.wait_for_database(settings.database)
     return settings

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, heartbeats, jobs, metrics, recovery, schema
+from . import db, heartbeats, jobs, logsetup, metrics, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
@@ -51,6 +52,13 @@ DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the datab
 
 def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
             stale_after: float = 3600.0) -> None:
+    """Run a job's pipeline once (every line it logs carries the job id)."""
+    with logsetup.job_context(job_id):
+        _run_job(job_id, task_name, get_deps, stale_after)
+
+
+def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
+             stale_after: float) -> None:
     """Run a job's pipeline once; an IngestError becomes FAILED with its message.
 
     A delivery of a job another live process is running is dropped (duplicates
@@ -78,12 +86,16 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
     if job.owner:
         logger.warning("job %s: taking over from %s, which is gone; running it again",
                        job_id, job.owner)
+    logger.info("job %s started attempt %d", job_id, job.attempts + 1)
+    started = time.monotonic()
     progress = Progress(job_id, 0.5, floor=_step_of(job.task))
     try:
         deps = get_deps()
         progress.interval = deps.progress_interval
-        _run_through_outages(job_id, task_name, deps, progress)
+        files, size = _run_through_outages(job_id, task_name, deps, progress)
         metrics.instruments().completed.inc()
+        logger.info("job %s ok: %d files, %d bytes in %.2f s", job_id, files, size,
+                    time.monotonic() - started)
     except JobCancelled:
         logger.info("job %s was stopped from outside while it ran", job_id)
     except IngestError as err:
@@ -106,12 +118,14 @@ def _step_of(task: str) -> Step:
         return Step.UPLOADING
 
 
-def _run_through_outages(job_id: int, task_name: str, deps: Deps, progress: Progress) -> None:
-    """Run the pipeline; when the database drops, wait for it and run it again (idempotent)."""
+def _run_through_outages(job_id: int, task_name: str, deps: Deps,
+                         progress: Progress) -> tuple[int, int]:
+    """Run the pipeline; when the database drops, wait for it and run it again (idempotent).
+
+    Returns the files and bytes the job stored."""
     for run in range(1, DATABASE_OUTAGE_RUNS + 1):
         try:
-            PIPELINES[task_name](jobs.get(job_id), deps, progress)
-            return
+            return PIPELINES[task_name](jobs.get(job_id), deps, progress)
         except db.UNAVAILABLE_ERRORS as err:
             if run == DATABASE_OUTAGE_RUNS:
                 raise
@@ -142,6 +156,9 @@ def install(app: Celery, settings: Settings) -> None:
 
     db.bind(settings.database)
     metrics.enable(settings.ingest.volume_path)
+    signals.setup_logging.connect(  # our format instead of Celery's, in every worker process
+        lambda **_: logsetup.configure(settings.logging.level, settings.logging.format),
+        weak=False)
     signals.worker_init.connect(_check_schema(settings), weak=False)
     _beat_while_running(settings)
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)

@@ -99,7 +99,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
         FastJobState, worker_timeout=settings.celery.worker_timeout,
-        queue=settings.celery.queue_name)))
+        queue=settings.celery.queue_name, log_level=settings.logging.get_state_level)))
     app.intake = intake
     app.tus = uploads
     return app

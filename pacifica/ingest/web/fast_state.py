@@ -20,6 +20,7 @@ from ..errors import JobNotFound
 from .errors import BadJobId, database_unavailable, parse_job_id
 
 logger = logging.getLogger(__name__)
+access_log = logging.getLogger("pacifica.ingest.access")
 
 PATH = "/get_state"
 REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
@@ -29,8 +30,10 @@ REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
 class FastJobState:
     """WSGI middleware: answers ``GET /get_state``, hands everything else to ``app``."""
 
-    def __init__(self, app, worker_timeout: float = 30.0, queue: str | None = None, **_config):
+    def __init__(self, app, worker_timeout: float = 30.0, queue: str | None = None,
+                 log_level: str = "DEBUG", **_config):
         self.app = app
+        self.log_level = logging.getLevelName(log_level)
         self.server = f"CherryPy/{cherrypy.__version__}"
         self.worker_timeout = worker_timeout
         self.queue = queue
@@ -40,7 +43,13 @@ class FastJobState:
             return self.app(environ, start_response)
         started = time.monotonic()
         status, body = self._answer(environ.get("QUERY_STRING", ""))
-        metrics.instruments().get_state_seconds.observe(time.monotonic() - started)
+        seconds = time.monotonic() - started
+        metrics.instruments().get_state_seconds.observe(seconds)
+        if access_log.isEnabledFor(self.log_level):
+            access_log.log(self.log_level, '%s "GET %s?%s" %d %.1f ms',
+                           environ.get("REMOTE_ADDR", "-"), PATH,
+                           environ.get("QUERY_STRING", "")[:200], status, seconds * 1000,
+                           extra={"job_id": body.get("job_id")})
         payload = json.dumps(body).encode("utf-8")
         start_response(REASONS[status], [("Content-Type", "application/json"),
                                          ("Content-Length", str(len(payload))),

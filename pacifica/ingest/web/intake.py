@@ -65,7 +65,10 @@ class Intake:
         submit(job_id, jobs.KIND_UPLOAD, self.enqueue)
         metrics.instruments().accepted.labels(via=via).inc()
         metrics.instruments().bundle_size.observe(size)
-        return jobs.get(job_id).as_dict()
+        job = jobs.get(job_id)
+        logger.info("job %s received: %d bytes from %s via %s", job_id, size, job.user, via,
+                    extra={"job_id": job_id})
+        return job.as_dict()
 
     def accept_move(self, document, user: str) -> dict:
         """Record a move request (metadata naming files on this host) and queue it."""
@@ -79,4 +82,6 @@ class Intake:
                         owner="")
         submit(job_id, jobs.KIND_MOVE, self.enqueue)
         metrics.instruments().accepted.labels(via="move").inc()
+        logger.info("job %s received: a move of %d entries from %s", job_id, len(document),
+                    user, extra={"job_id": job_id})
         return jobs.get(job_id).as_dict()
