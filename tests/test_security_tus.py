@@ -219,7 +219,7 @@ def test_failed_bundles_leave_the_volume_after_keep_failed(make_stack):
     wait_for(lambda: job_id in recover(stack, "2"), "the job to be 2 s past its failure")
     assert not os.path.exists(bundle) and recover(stack, "0") == []
     row = next(row for row in job_rows(stack) if row["job_id"] == job_id)
-    assert row["path"] is None and row["bundle_removed"] and row["state"] == "FAILED", row
+    assert row["path"] == "" and row["bundle_removed"] and row["state"] == "FAILED", row
     assert os.path.exists(bystander)
     head = requests.head(open_upload, headers={**TUS, USER: "alice"}, timeout=30)
     assert head.status_code == 200 and head.headers["Upload-Offset"] == "0"
@@ -232,7 +232,7 @@ def test_keep_failed_zero_lets_the_janitor_remove_it_at_its_next_pass(make_stack
     wait_for(lambda: not [name for name in stack.volume_files()
                           if name.startswith(f"{job_id}.")], "the janitor's next pass")
     row = next(row for row in job_rows(stack) if row["job_id"] == job_id)
-    assert row["path"] is None and row["bundle_removed"], row
+    assert row["path"] == "" and row["bundle_removed"], row
 
 
 def test_creations_cannot_promise_more_than_the_free_space(make_stack):
@@ -272,8 +272,8 @@ def test_creations_cannot_promise_more_than_the_free_space(make_stack):
         assert_refused(create(stack, share), 507, "not enough space")
     wait_for(lambda: not [row for row in job_rows(stack) if row["queue_state"] == "receiving"
                           and row["state"] == "OK"], "the broken POST to fail")
-    broken = [row for row in job_rows(stack) if row["queue_state"] == "receiving"]
-    assert [row["bundle_removed"] for row in broken] == [False]  # it never had a bundle
+    broken = [row for row in job_rows(stack) if row["state"] == "FAILED"]
+    assert [(row["path"], row["bundle_removed"]) for row in broken] == [(None, False)]
     third = create(stack, share)
     assert third.status_code == 201, third.text
 

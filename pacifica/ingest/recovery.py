@@ -15,7 +15,8 @@ its message may still be in the broker.
   the dead worker was on this host.  A duplicate message (RabbitMQ redelivers
   the unacknowledged one too) is harmless: ``claim_run`` lets one worker run a job at a time.
 - ``remove_failed_bundles``: the bundles of jobs FAILED more than ``keep_failed`` seconds
-  ago leave the volume, and the job's ``path`` is cleared (``bundle_removed`` tells).
+  ago leave the volume, and the job's ``path`` becomes ``REMOVED`` (``bundle_removed`` tells;
+  a job that never had a bundle on the volume keeps no path at all).
 - ``Janitor``: the frontend's background thread doing all of that, plus handing
   WAITING jobs to the broker once it is back.
 """
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 LEFTOVER_SUFFIXES = (".tar.part", ".tar.unpacked", ".tar.unpacked.part")
+REMOVED = ""  # the path of a failed job whose bundle was removed after keep_failed
 
 
 def this_process() -> str:
@@ -164,7 +166,8 @@ def remove_failed_bundles(volume_path: str, keep_failed: float) -> list[int]:
 
     Only files the job has on the volume go (its bundle or move request, partial and
     decompressed copies); a path elsewhere (``retry --path``) is not ours and stays.  The path
-    is cleared first, and only while the job is still FAILED, so a job being retried keeps it.
+    becomes REMOVED first, and only while the job is still FAILED, so a job being retried
+    keeps it.
     """
     volume = os.path.abspath(volume_path)
     candidates = Job.select(Job.job_id, Job.path).where(
@@ -175,7 +178,7 @@ def remove_failed_bundles(volume_path: str, keep_failed: float) -> list[int]:
         if os.path.dirname(job.path) != volume or not os.path.basename(job.path).startswith(
                 f"{job.job_id}."):
             continue
-        query = Job.update(path=None).where((Job.job_id == job.job_id) & (Job.path == job.path)
+        query = Job.update(path=REMOVED).where((Job.job_id == job.job_id) & (Job.path == job.path)
                                             & (Job.state == jobs.FAILED))
         if retrying(query.execute) == 0:
             continue
@@ -193,7 +196,7 @@ def remove_failed_bundles(volume_path: str, keep_failed: float) -> list[int]:
 
 def bundle_removed(job: Job) -> bool:
     """True when a failed job's bundle was on the volume and has been removed after keep_failed."""
-    return job.state == jobs.FAILED and not job.path and job.queue_state != jobs.RECEIVING
+    return job.state == jobs.FAILED and job.path == REMOVED
 
 
 def lost_jobs(stale_after: float) -> list[Job]:
