@@ -314,12 +314,15 @@ def take_id(uniqueid_url: str, mode: str) -> int:
 
 
 def cli_upload(folder: Path, source_dir: Path, paths: list[str], ingest_url: str,
-               uploader_json: list, timeout: float = 180) -> subprocess.CompletedProcess:
+               uploader_json: list, timeout: float = 180,
+               auth: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
     """``pacifica-cli upload PATHS`` from ``source_dir`` to our frontend, waiting for the end.
 
     The CLI is configured by files, not its interactive ``configure``: an endpoint INI and
-    the metadata template (every value prefilled, so it queries no policy server).
+    the metadata template (every value prefilled, so it queries no policy server).  With
+    ``auth`` (user, password) it sends HTTP Basic (its ``basic`` authentication type).
     """
+    user, password = auth or ("", "")
     folder.mkdir(parents=True, exist_ok=True)
     ini = folder / "cli.ini"
     ini.write_text("[globals]\ninteractive = False\n[endpoints]\n"
@@ -330,7 +333,8 @@ def cli_upload(folder: Path, source_dir: Path, paths: list[str], ingest_url: str
                    "download_url = http://127.0.0.1:9\n"
                    "download_policy_url = http://127.0.0.1:9/status/transactions/by_id\n"
                    "ca_bundle = True\n"
-                   "[authentication]\ntype = None\nusername =\npassword =\ncert =\nkey =\n")
+                   f"[authentication]\ntype = {'basic' if auth else 'None'}\n"
+                   f"username = {user}\npassword = {password}\ncert =\nkey =\n")
     template = folder / "uploader.json"
     template.write_text(json.dumps(uploader_json))
     return subprocess.run([tool("cli", "pacifica-cli"), "--config", str(template),

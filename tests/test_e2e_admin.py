@@ -38,8 +38,8 @@ def test_frontend_refuses_an_old_schema(make_stack):
         connection.execute("UPDATE ingest_schema_version SET value = 0 WHERE part = 'major'")
         connection.execute("UPDATE ingest_schema_version SET value = 5 WHERE part = 'minor'")
     assert stack.start_frontend(wait=False).wait(timeout=60) == 3
-    needs = f"{schema.SCHEMA_MAJOR}.{schema.SCHEMA_MINOR}"
-    assert f"schema is 0.5 but this service needs {needs}" in stack.log("frontend")
+    assert (f"schema is 0.5 but this service needs {schema.SCHEMA_MAJOR}.{schema.SCHEMA_MINOR}"
+            in stack.log("frontend"))
 
 
 def test_job_command_fails_a_stuck_job_by_hand(make_stack):

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import catalog, db, jobs, recovery, schema, startup
+from . import auth, catalog, db, jobs, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
 from .files import unlink_quietly
@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
                                         "dead frontend left, queue again jobs a dead worker "
                                         "lost, remove failed bundles older than keep_failed")
+
+    token = commands.add_parser("token", help="API tokens: users sending one need no proxy")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="make a token; it is printed only once")
+    create.add_argument("--user", required=True, help="the user the token acts for")
+    tokens = token_commands.add_parser("list", help="tokens (never their secrets)")
+    tokens.add_argument("--user", help="only this user's")
+    revoke = token_commands.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("token", metavar="ID_OR_PREFIX", help="its id or prefix (token list)")
     return parser
 
 
@@ -319,9 +328,23 @@ def cmd_recover(args, settings) -> int:
     return 0
 
 
+def cmd_token(args, settings) -> int:
+    """Create, list or revoke API tokens."""
+    if args.token_command == "create":
+        row, secret = auth.create_token(args.user)
+        logger.info("token %s (%s) for %s created; it is shown only now, keep it secret",
+                    row.token_id, row.prefix, row.user)
+        sys.stdout.write(secret + "\n")
+    elif args.token_command == "list":
+        _print(auth.list_tokens(args.user))
+    else:
+        _print(auth.revoke_token(args.token))
+    return 0
+
+
 COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": cmd_retry,
             "files": cmd_files, "jobs": cmd_jobs, "requeue": cmd_requeue, "fail": cmd_fail,
-            "recover": cmd_recover}
+            "recover": cmd_recover, "token": cmd_token}
 
 
 def main(argv=None) -> int:
@@ -334,7 +357,7 @@ def main(argv=None) -> int:
         if args.command not in ("dbsync", "dbchk"):
             schema.require_compatible()
         return COMMANDS[args.command](args, settings)
-    except (IngestError, schema.SchemaError) as err:
+    except (IngestError, schema.SchemaError, auth.AuthError) as err:
         logger.error("%s", err)
         return 1
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from typing import Callable
 
 import peewee
 
@@ -99,12 +100,15 @@ def create(job_id: int, user: str, kind: str = KIND_UPLOAD, path: str | None = N
                       bytes_expected=bytes_expected, owner=owner)
 
 
-def get(job_id: int) -> Job:
-    """Return the job or raise JobNotFound."""
+def get(job_id: int, visible: Callable[[str], bool] | None = None) -> Job:
+    """Return the job or raise JobNotFound (also when ``visible`` hides its user's jobs)."""
     try:
-        return Job.get_by_id(job_id)
+        job = Job.get_by_id(job_id)
     except Job.DoesNotExist:
-        raise JobNotFound(f"job ID {job_id} does not exist.") from None
+        job = None
+    if job is None or not (visible is None or visible(job.user)):
+        raise JobNotFound(f"job ID {job_id} does not exist.")
+    return job
 
 
 def _update(job_id: int, only_if_running: bool = True, **fields) -> bool:

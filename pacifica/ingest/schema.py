@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import peewee
 
-from . import catalog, heartbeats, jobs
+from . import auth, catalog, heartbeats, jobs
 from .db import BaseModel, database_proxy
 from .services import ids
 
@@ -16,7 +16,7 @@ SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 1
 
 MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
-          catalog.ArchivedFile, heartbeats.WorkerBeat)
+          catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat)
 
 
 def _add_tables(*models):
@@ -29,7 +29,7 @@ def _add_tables(*models):
 
 # (major, minor) -> (the version it leads to, the step that gets there).
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
-    (1, 0): ((1, 1), _add_tables(heartbeats.WorkerBeat)),
+    (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat)),
 }
 
 

@@ -18,6 +18,7 @@ from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
 from .health import Health, Ready
 from .handlers import JobFiles, JobState, Move, Root, Upload
+from .identity import Identifier
 from .intake import Intake
 from .metrics import mount as mount_metrics
 from .staging import Staging
@@ -69,13 +70,13 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     metrics.enable(settings.ingest.volume_path)
     celery_app = make_celery(settings)  # tasks go by name: the frontend never imports the pipeline
     intake = build_intake(settings, enqueue or Enqueuer(celery_app, settings.celery.queue_name))
-    auth = (settings.ingest.auth_header, settings.ingest.default_user)
+    identifier = Identifier(settings)
     root = Root()
-    root.upload = Upload(intake, *auth)
+    root.upload = Upload(intake, identifier)
     root.ingest = root.upload
-    root.move = Move(intake, *auth)
-    root.get_state = JobState()
-    root.get_files = JobFiles()
+    root.move = Move(intake, identifier)
+    root.get_state = JobState(identifier)
+    root.get_files = JobFiles(identifier)
     root.health = Health()
     root.ready = Ready(Readiness(checks_for(settings, celery_app)))
     streaming = {"request.process_request_body": False}
@@ -94,11 +95,11 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
         "/ingest": streaming,
     }
     uploads = build_uploads(settings, intake)
-    config.update(mount_tus(root, uploads, settings))
+    config.update(mount_tus(root, uploads, settings, identifier))
     config.update(mount_metrics(root, settings, uploads.store))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
-        FastJobState, worker_timeout=settings.celery.worker_timeout,
+        FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,
         queue=settings.celery.queue_name, log_level=settings.logging.get_state_level)))
     app.intake = intake
     app.tus = uploads
@@ -116,6 +117,8 @@ def server_config(settings: Settings, host: str, port: int) -> dict:
         # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
         # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
         "server.socket_queue_size": 1024,
+        # Underscored header names never alias the identity header (web/header_names.py).
+        "server.instance": "pacifica.ingest.web.header_names.FoldingServer",
         "engine.autoreload.on": False,
         "checker.on": False,
         "log.screen": False,
