@@ -134,4 +134,4 @@ def test_a_description_written_with_a_landed_flag_still_loads(uploads):
     with open(path, "w", encoding="utf-8") as handle:
         json.dump({**stored, "landed": False}, handle)  # as versions before the job row said so
     assert uploads.store.load(info.upload_id) == info
-    assert uploads.status(info.upload_id, "erin")[1] == 0
+    assert uploads.status(info.upload_id, acting("erin"))[1] == 0
