@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what clients will read in 'exception'")
 
     commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
-                                        "dead frontend left, queue again jobs a dead worker lost")
+                                        "dead frontend left, queue again jobs a dead worker "
+                                        "lost, remove failed bundles older than keep_failed")
 
     token = commands.add_parser("token", help="API tokens: users sending one need no proxy")
     token_commands = token.add_subparsers(dest="token_command", required=True)
@@ -334,7 +335,9 @@ def cmd_recover(args, settings) -> int:
     enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
     failed = recovery.fail_abandoned_uploads(settings.ingest.volume_path, stale_after)
     requeued = recovery.requeue_lost_jobs(enqueue, stale_after)
-    _print({"failed_uploads": failed, "requeued": requeued})
+    removed = recovery.remove_failed_bundles(settings.ingest.volume_path,
+                                             settings.ingest.keep_failed)
+    _print({"failed_uploads": failed, "requeued": requeued, "removed_bundles": removed})
     return 0
 
 

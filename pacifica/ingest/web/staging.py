@@ -28,22 +28,28 @@ class Staging:
         self.transfer_size = transfer_size
         self.max_size = max_size
         self.min_free_space = min_free_space
+        # bytes promised to uploads still arriving (set by the frontend's Reservations)
+        self.promised: Callable[[], int] | None = None
         os.makedirs(volume_path, exist_ok=True)
 
     def path_for(self, job_id: int, suffix: str = ".tar") -> str:
         """The bundle path of a job."""
         return os.path.join(self.volume_path, f"{job_id}{suffix}")
 
-    def check_room(self, length: int | None) -> None:
-        """Refuse, before any byte is read, a body over the size cap or the free space."""
+    def check_room(self, length: int | None, promised: int | None = None) -> None:
+        """Refuse, before any byte is read, a body over the size cap or the free space.
+
+        The free space must hold the body, ``min_free_space`` and the bytes ``promised`` to
+        uploads still arriving (by default what the ``promised`` hook reports, if set).
+        """
         if length is not None and self.max_size and length > self.max_size:
             raise UploadError(f"the bundle is {length} bytes, over the {self.max_size}-byte "
                               "limit of this service", status=413)
-        free = shutil.disk_usage(self.volume_path).free
-        need = (length or 0) + self.min_free_space
-        if need > free:
-            raise UploadError(f"not enough space on the volume for this bundle: it needs {need} "
-                              f"bytes, {free} are free; try again later", status=507)
+        if promised is None:
+            promised = self.promised() if self.promised else 0
+        if (length or 0) + self.min_free_space + promised > shutil.disk_usage(self.volume_path).free:
+            raise UploadError("not enough space on the volume for this bundle now (uploads in "
+                              "progress have the rest reserved); try again later", status=507)
 
     def receive(self, job_id: int, stream: BinaryIO, length: int | None,
                 on_progress: Callable[[int], None] | None = None) -> str:
