@@ -17,6 +17,7 @@ from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .intake import Intake
+from .limits import UploadSlots, read_timeout, thread_pool
 from .staging import Staging
 from .tus import build_uploads
 from .tus import mount as mount_tus
@@ -76,8 +77,9 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     db.bind(settings.database)
     intake = build_intake(settings, enqueue)
     auth = (settings.ingest.auth_header, settings.ingest.default_user)
+    slots = UploadSlots.from_settings(settings)
     root = Root()
-    root.upload = Upload(intake, *auth)
+    root.upload = Upload(intake, *auth, slots=slots)
     root.ingest = root.upload
     root.move = Move(intake, *auth)
     root.get_state = JobState()
@@ -96,7 +98,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
         "/ingest": streaming,
     }
     uploads = build_uploads(settings, intake)
-    config.update(mount_tus(root, uploads, settings))
+    config.update(mount_tus(root, uploads, settings, slots))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", FastJobState))
     app.intake = intake
@@ -105,13 +107,15 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
 
 
 def server_config(settings: Settings, host: str, port: int) -> dict:
-    """CherryPy's own server: no body size cap (we stream and enforce our own), long timeouts."""
+    """CherryPy's own server: no body size cap (we stream and enforce our own), strict framing
+    and bounded reads (``httpserver.IngestServer``), threads beyond the upload cap."""
     return {
+        "server.instance": "pacifica.ingest.web.httpserver.IngestServer",
         "server.socket_host": host,
         "server.socket_port": port,
         "server.max_request_body_size": 0,
-        "server.socket_timeout": settings.ingest.socket_timeout,
-        "server.thread_pool": settings.ingest.thread_pool,
+        "server.socket_timeout": read_timeout(settings),
+        "server.thread_pool": thread_pool(settings),
         # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
         # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
         "server.socket_queue_size": 1024,

@@ -22,8 +22,10 @@ from .. import db, jobs
 from ..periodic import Periodic
 from ..errors import UploadError
 from .errors import json_errors
+from .framing import body_length
 from .handlers import request_user
 from .intake import Intake
+from .limits import UploadSlots
 from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, parse_checksum,
                         parse_metadata)
 
@@ -212,11 +214,12 @@ class TusFiles:
     exposed = True
 
     def __init__(self, uploads: ResumableUploads, auth_header: str, default_user: str,
-                 max_size: int = 0):
+                 max_size: int, slots: UploadSlots):
         self.uploads = uploads
         self.auth_header = auth_header
         self.default_user = default_user
         self.max_size = max_size
+        self.slots = slots
 
     def _begin(self, check_version: bool = True) -> str:
         headers = cherrypy.response.headers
@@ -297,13 +300,10 @@ class TusFiles:
         if content_type != PATCH_CONTENT_TYPE:
             raise cherrypy.HTTPError(415, f"PATCH bodies must be {PATCH_CONTENT_TYPE}")
         offset = _integer("Upload-Offset")
-        count = _integer("Content-Length", required=False)
-        chunked = "chunked" in (_header("Transfer-Encoding") or "").lower()
-        if count is None and not chunked:
-            raise cherrypy.HTTPError(411, "send the chunk with a Content-Length header")
+        count = body_length(cherrypy.request.header_list)
         checksum = parse_checksum(_header("Upload-Checksum"))
-        info, offset = self.uploads.append(upload_id, user, offset, cherrypy.request.rfile,
-                                           count, checksum)
+        with self.slots.hold(user) as body:
+            info, offset = self.uploads.append(upload_id, user, offset, body, count, checksum)
         self._describe(info, offset)
         cherrypy.response.status = 204
         return b""
@@ -324,8 +324,8 @@ def build_uploads(settings, intake: Intake) -> ResumableUploads:
     return ResumableUploads(store, intake)
 
 
-def mount(root, uploads: ResumableUploads, settings) -> dict:
+def mount(root, uploads: ResumableUploads, settings, slots: UploadSlots) -> dict:
     """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
     root.files = TusFiles(uploads, settings.ingest.auth_header, settings.ingest.default_user,
-                          settings.ingest.max_bundle_size)
+                          settings.ingest.max_bundle_size, slots)
     return {"/files": {"request.process_request_body": False}}
