@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 
+from cheroot import errors as cheroot_errors
 from cheroot import server as cheroot_server
 from cheroot import wsgi as cheroot_wsgi
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
 from ..errors import UploadError
+from .errors import error_json
 from .framing import body_length
 from .staging import READ_PIECE
 
@@ -39,6 +41,22 @@ class _HeadersKeepingLengths(dict):
         if key == b"Content-Length" and key in self:
             value = self[key] + b", " + value
         super().__setitem__(key, value)
+
+
+class StrictHeaderReader(cheroot_server.HeaderReader):
+    """cheroot's header reading, then the framing check (its ValueError is cheroot's 400)."""
+
+    def __call__(self, rfile, hdict=None):
+        headers = super().__call__(rfile, _HeadersKeepingLengths())
+        try:
+            body_length([(key.decode("latin-1"), value.decode("latin-1"))
+                         for key, value in headers.items()], required=False)
+        except UploadError as err:
+            raise ValueError(str(err)) from None
+        if hdict is None:
+            return dict(headers)
+        hdict.update(headers)
+        return hdict
 
 
 class BoundedChunkedReader:
@@ -103,20 +121,19 @@ class BoundedChunkedReader:
 class IngestRequest(CPWSGIHTTPRequest):
     """A request with strict framing, bounded chunks, and no slow drain of an unread body."""
 
-    def read_request_headers(self):
-        """cheroot's header reading, then the framing check."""
-        self.inheaders = _HeadersKeepingLengths(self.inheaders)
-        if not super().read_request_headers():
-            return False
-        headers = [(key.decode("latin-1"), value.decode("latin-1"))
-                   for key, value in self.inheaders.items()]
+    header_reader = StrictHeaderReader()
+
+    def simple_response(self, status, msg=""):
+        """cheroot's own answers (malformed requests, bad framing) as JSON errors; then close."""
+        self.close_connection = True
+        body = error_json(str(status), msg or str(status)).encode("utf-8")
+        head = (f"{self.server.protocol} {status}\r\nContent-Length: {len(body)}\r\n"
+                "Content-Type: application/json\r\nConnection: close\r\n\r\n")
         try:
-            body_length(headers, required=False)
-        except UploadError as err:
-            self.simple_response("400 Bad Request", str(err))
-            self.close_connection = True
-            return False
-        return True
+            self.conn.wfile.write(head.encode("latin-1") + body)
+        except OSError as err:
+            if err.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise
 
     def respond(self):
         """cheroot's respond, with the bounded chunked reader."""
