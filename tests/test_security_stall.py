@@ -87,23 +87,47 @@ def json_body(answer: bytes) -> dict:
     return json.loads(body[:int(length.group(1))] if length else body)
 
 
-def trickle(port: int, user: str, answers: list) -> None:
-    """Send an upload's head, then one body byte a second until the server answers."""
-    answer = b""
+def trickle(port: int, head: bytes, feed: bytes, answers: list) -> None:
+    """Send ``head``, then ``feed`` one byte a second until the server answers."""
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
-        sock.sendall(upload_head(1024 * 1024, user))
+        sock.sendall(head)
         deadline = time.monotonic() + TRICKLE_LIMIT
-        while time.monotonic() < deadline:
+        for byte in feed:
+            if time.monotonic() > deadline:
+                break
             readable, _, _ = select.select([sock], [], [], 1.0)
             if readable:
                 break
             try:
-                sock.sendall(b"x")
+                sock.sendall(bytes([byte]))
             except OSError:
                 break
         in_time = time.monotonic() < deadline
         answer = read_answer(sock, 5.0)
-    answers.append((user, answer, in_time))
+    answers.append((answer, in_time))
+
+
+def trickle_while_polling(stack, heads_and_feeds) -> tuple[list, list]:
+    """Run a trickling client per (head, feed) while polling get_state; return polls, answers."""
+    answers: list = []
+    threads = [threading.Thread(target=trickle, args=(stack.port, head, feed, answers))
+               for head, feed in heads_and_feeds]
+    for thread in threads:
+        thread.start()
+    polls = []
+    while any(thread.is_alive() for thread in threads):
+        try:
+            reply = requests.get(f"{stack.url}/get_state", params={"job_id": 1}, timeout=10)
+            polls.append(reply.status_code)
+        except requests.RequestException as err:
+            polls.append(repr(err))
+        time.sleep(0.2)
+    for thread in threads:
+        thread.join()
+    assert len(polls) >= 10 and set(polls) <= {200, 404}, polls
+    assert len(answers) == len(threads)
+    assert all(in_time for _, in_time in answers), "a trickling client was never cut off"
+    return polls, [answer for answer, _ in answers]
 
 
 def jobs_of(stack, highest: int = TRICKLERS + 20) -> list[dict]:
@@ -119,27 +143,12 @@ def jobs_of(stack, highest: int = TRICKLERS + 20) -> list[dict]:
 @pytest.mark.parametrize("gunicorn", [False, True], ids=["cherrypy", "gunicorn"])
 def test_trickling_uploads_neither_stall_get_state_nor_stay(make_stack, gunicorn):
     stack = start(make_stack, gunicorn)
-    answers: list = []
-    threads = [threading.Thread(target=trickle, args=(stack.port, f"slow{index}", answers))
-               for index in range(TRICKLERS)]
-    for thread in threads:
-        thread.start()
-    polls = []
-    while any(thread.is_alive() for thread in threads):
-        try:
-            reply = requests.get(f"{stack.url}/get_state", params={"job_id": 1}, timeout=10)
-            polls.append(reply.status_code)
-        except requests.RequestException as err:
-            polls.append(repr(err))
-        time.sleep(0.2)
-    for thread in threads:
-        thread.join()
-    assert len(polls) >= 10 and set(polls) <= {200, 404}, polls
-    assert len(answers) == TRICKLERS
-    assert all(in_time for _, _, in_time in answers), "a trickling upload was never cut off"
-    statuses = [status_of(answer) for _, answer, _ in answers]
+    body = b"x" * 1024 * 1024
+    _, answers = trickle_while_polling(
+        stack, [(upload_head(len(body), f"slow{index}"), body) for index in range(TRICKLERS)])
+    statuses = [status_of(answer) for answer in answers]
     assert set(statuses) <= {400, 503, None}, statuses
-    for _, answer, _ in answers:
+    for answer in answers:
         if status_of(answer) == 503:
             assert re.search(rb"(?i)\r\nretry-after: *\d+\r\n", answer), answer
     jobs = jobs_of(stack)
@@ -148,6 +157,14 @@ def test_trickling_uploads_neither_stall_get_state_nor_stay(make_stack, gunicorn
         assert job["state"] == "FAILED", job
         assert "interrupted" in job["exception"] and "bytes/s" in job["exception"], job
     assert not stack.volume_files(), stack.volume_files()
+
+
+def test_trickling_request_heads_do_not_stall_get_state(make_stack):
+    stack = start(make_stack)
+    _, answers = trickle_while_polling(
+        stack, [(b"", upload_head(1024, f"slow{index}")) for index in range(TRICKLERS)])
+    assert {status_of(answer) for answer in answers} <= {400, None}, answers
+    assert not jobs_of(stack, 5)
 
 
 def test_silent_body_ends_at_the_read_timeout(make_stack):

@@ -10,12 +10,15 @@ defaults it:
 * closes the connection after a response sent before its body was read (cheroot would read
   the rest at the client's pace to keep the connection, or, for a chunked body, parse it as
   the next request);
+* gives a request's head one socket timeout to arrive in full (cheroot waits one timeout per
+  byte, so a head fed a byte at a time held a thread for ever);
 * hands the application the connection's socket (``SOCKET_KEY``), so a body under the rate
   floor can be cut off in the middle of a read.
 """
 from __future__ import annotations
 
 import re
+import time
 
 from cheroot import errors as cheroot_errors
 from cheroot import server as cheroot_server
@@ -23,6 +26,7 @@ from cheroot import wsgi as cheroot_wsgi
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
 from ..errors import UploadError
+from .deadlines import DEADLINES, shut_reading
 from .errors import error_json
 from .framing import body_length
 from .staging import READ_PIECE
@@ -122,6 +126,20 @@ class IngestRequest(CPWSGIHTTPRequest):
     """A request with strict framing, bounded chunks, and no slow drain of an unread body."""
 
     header_reader = StrictHeaderReader()
+
+    def parse_request(self):
+        """cheroot's reading of the request head, which must all arrive within the timeout.
+
+        The socket timeout bounds each wait for a byte; a head fed a byte at a time would
+        otherwise hold this thread for ever.
+        """
+        sock = self.conn.socket
+        token = DEADLINES.call_at(time.monotonic() + self.server.timeout,
+                                  lambda: shut_reading(sock))
+        try:
+            super().parse_request()
+        finally:
+            DEADLINES.cancel(token)
 
     def simple_response(self, status, msg=""):
         """cheroot's own answers (malformed requests, bad framing) as JSON errors; then close."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 from collections import Counter
 from typing import Callable, Iterator
@@ -17,6 +16,7 @@ from typing import Callable, Iterator
 import cherrypy
 
 from ..config import Settings
+from .deadlines import shut_reading
 from .httpserver import SOCKET_KEY
 from .staging import Body, RateFloor
 
@@ -119,8 +119,5 @@ class UploadSlots:
 
         def cut() -> None:
             logger.info("cutting off an upload below %d bytes/s", self.floor.rate)
-            try:
-                sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
+            shut_reading(sock)
         return cut

@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from ..errors import UploadError
 from ..files import fsync_directory, unlink_quietly
+from .deadlines import DEADLINES
 
 logger = logging.getLogger(__name__)
 
@@ -139,20 +139,17 @@ class _RateWatch:
         self.expired = False
         self.start = time.monotonic()
         self.count = 0
-        self.timer: threading.Timer | None = None
-        self._arm()
+        self.token = self._arm()
 
     def piece(self, piece: int) -> int:
         """The most one read may ask for: what the floor brings in half a window."""
         return max(1, min(piece, int(self.floor.rate * self.floor.window / 2)))
 
-    def _arm(self) -> None:
+    def _arm(self) -> int:
         # A read that has not returned two windows after the window began belongs to a body
         # under the floor (a read asks for half a window's bytes at the floor rate, so one
         # begun before the window's end is done half a window later): shut its socket.
-        self.timer = threading.Timer(2 * self.floor.window, self._expire)
-        self.timer.daemon = True
-        self.timer.start()
+        return DEADLINES.call_at(self.start + 2 * self.floor.window, self._expire)
 
     def _expire(self) -> None:
         self.expired = True
@@ -174,12 +171,11 @@ class _RateWatch:
             raise self.too_slow()
         self.stop()
         self.start, self.count = time.monotonic(), 0
-        self._arm()
+        self.token = self._arm()
 
     def stop(self) -> None:
-        """Disarm the timer."""
-        if self.timer is not None:
-            self.timer.cancel()
+        """Forget the deadline."""
+        DEADLINES.cancel(self.token)
 
 
 def body_chunks(stream: BinaryIO | Body, length: int | None, piece: int,
