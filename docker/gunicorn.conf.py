@@ -14,7 +14,8 @@ from pacifica.ingest.web.limits import thread_pool
 _settings = load()
 
 bind = [os.environ.get("INGEST_BIND", "0.0.0.0:8066")]
-worker_class = "gthread"
+# gthread, with a deadline on each request head (a slow head held a thread for ever).
+worker_class = "pacifica.ingest.web.gunicorn_worker.IngestThreadWorker"
 # Processes; each imports the app after the fork (no preload) and runs its own retry thread.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Concurrent requests per process: [ingest] thread_pool, raised (as for CherryPy's own server)

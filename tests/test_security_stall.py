@@ -159,8 +159,9 @@ def test_trickling_uploads_neither_stall_get_state_nor_stay(make_stack, gunicorn
     assert not stack.volume_files(), stack.volume_files()
 
 
-def test_trickling_request_heads_do_not_stall_get_state(make_stack):
-    stack = start(make_stack)
+@pytest.mark.parametrize("gunicorn", [False, True], ids=["cherrypy", "gunicorn"])
+def test_trickling_request_heads_do_not_stall_get_state(make_stack, gunicorn):
+    stack = start(make_stack, gunicorn)
     _, answers = trickle_while_polling(
         stack, [(b"", upload_head(1024, f"slow{index}")) for index in range(TRICKLERS)])
     assert {status_of(answer) for answer in answers} <= {400, None}, answers
