@@ -168,6 +168,18 @@ def test_trickling_request_heads_do_not_stall_get_state(make_stack, gunicorn):
     assert not jobs_of(stack, 5)
 
 
+@pytest.mark.parametrize("gunicorn", [False, True], ids=["cherrypy", "gunicorn"])
+def test_trickling_move_bodies_do_not_stall_get_state(make_stack, gunicorn):
+    stack = start(make_stack, gunicorn)
+    document = json.dumps([{"destinationTable": "Files", "name": "x" * 2000}]).encode()
+    head = (f"POST /move HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(document)}\r\n\r\n").encode()
+    _, answers = trickle_while_polling(stack, [(head, document)] * TRICKLERS)
+    assert {status_of(answer) for answer in answers} <= {400, None}, answers
+    assert any(b"interrupted" in answer for answer in answers), answers
+    assert not jobs_of(stack, 5)
+
+
 def test_silent_body_ends_at_the_read_timeout(make_stack):
     stack = start(make_stack)
     with socket.create_connection(("127.0.0.1", stack.port), timeout=15) as sock:

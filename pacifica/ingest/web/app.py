@@ -93,6 +93,8 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
             "request.show_tracebacks": False,
             "tools.encode.on": True,
             "request.body.maxbytes": settings.ingest.max_metadata_size,
+            "tools.body_floor.on": True,
+            "tools.body_floor.slots": slots,
         },
         "/upload": streaming,
         "/ingest": streaming,

@@ -18,7 +18,8 @@ import cherrypy
 from ..config import Settings
 from .deadlines import shut_reading
 from .httpserver import SOCKET_KEY
-from .staging import Body, RateFloor
+from ..errors import UploadError
+from .staging import READ_PIECE, Body, RateFloor, body_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +96,16 @@ class UploadSlots:
                            self.retry_after)
             self._users[user] += 1
         try:
-            yield Body(cherrypy.request.rfile, self.floor, self._socket_cut())
+            yield self.body(cherrypy.request.rfile)
         finally:
             with self._lock:
                 self._users[user] -= 1
                 if not self._users[user]:
                     del self._users[user]
+
+    def body(self, stream) -> Body:
+        """This request's body ``stream`` with the rate floor and a way to cut its socket."""
+        return Body(stream, self.floor, self._socket_cut())
 
     def _socket_cut(self) -> Callable[[], None] | None:
         """How to end a read blocked on this request's socket; bounds each read under gunicorn.
@@ -121,3 +126,58 @@ class UploadSlots:
             logger.info("cutting off an upload below %d bytes/s", self.floor.rate)
             shut_reading(sock)
         return cut
+
+
+class FloorReader:
+    """A body CherryPy reads itself (``/move``'s JSON) as a file over ``body_chunks``.
+
+    Such a body keeps the rate floor too, so a slow one holds a thread no longer than a slow
+    upload could.
+    """
+
+    def __init__(self, body: Body):
+        self._chunks = body_chunks(body, None, READ_PIECE, _interrupted)
+        self._rest = b""
+
+    def _fill(self, enough: Callable[[], bool]) -> None:
+        try:
+            while not enough():
+                chunk = next(self._chunks, b"")
+                if not chunk:
+                    return
+                self._rest += chunk
+        except UploadError as err:
+            raise cherrypy.HTTPError(err.status, str(err)) from err
+
+    def _take(self, size: int) -> bytes:
+        data, self._rest = self._rest[:size], self._rest[size:]
+        return data
+
+    def read(self, size: int | None = None) -> bytes:
+        """Up to ``size`` bytes (all when None)."""
+        whole = size is None or size < 0
+        self._fill(lambda: not whole and len(self._rest) >= size)
+        return self._take(len(self._rest) if whole else size)
+
+    def readline(self, size: int | None = None) -> bytes:
+        """One line, of at most ``size`` bytes."""
+        limit = None if size is None or size < 0 else size
+        self._fill(lambda: b"\n" in self._rest or (limit is not None and len(self._rest) >= limit))
+        end = self._rest.find(b"\n") + 1 or len(self._rest)
+        return self._take(end if limit is None else min(end, limit))
+
+
+def _interrupted(received: int, _length, err) -> UploadError:
+    cause = f" ({err})" if err else ""
+    return UploadError(f"the request body was interrupted after {received} bytes{cause}",
+                       status=400)
+
+
+def _floor_bodies(slots: UploadSlots) -> None:
+    """Tool: a body CherryPy is about to read keeps the rate floor (uploads stream their own)."""
+    request = cherrypy.request
+    if request.process_request_body and request.body is not None:
+        request.body.fp = FloorReader(slots.body(request.body.fp))
+
+
+cherrypy.tools.body_floor = cherrypy.Tool("before_request_body", _floor_bodies)
