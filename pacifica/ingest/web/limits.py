@@ -1,9 +1,10 @@
-"""How much of a frontend process uploads may take: upload slots, threads, socket read time.
+"""How much of a frontend process request bodies may take: upload slots, threads, read time.
 
 Uploads are long and each holds a request thread while its body streams, so at most
 ``max_uploads`` of them (``max_uploads_per_user`` per user) run at once in a process; the
 thread pool is kept larger than that, so ``get_state``, ``GET /`` and other small requests
-always find a thread however many uploads are in flight.
+always find a thread however many uploads are in flight.  Every body keeps the rate floor
+(``min_upload_rate`` over ``upload_rate_window``), the ones CherryPy reads itself included.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from typing import Callable, Iterator
 import cherrypy
 
 from ..config import Settings
+from ..errors import UploadError
 from .deadlines import shut_reading
 from .httpserver import SOCKET_KEY
-from ..errors import UploadError
 from .staging import READ_PIECE, Body, RateFloor, body_chunks
 
 logger = logging.getLogger(__name__)
