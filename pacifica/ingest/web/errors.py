@@ -59,8 +59,13 @@ def json_errors(handler):
     return wrapper
 
 
-def error_page(status, message, traceback, version):  # pylint: disable=redefined-outer-name
-    """CherryPy's error page, as JSON in the shape the original service used."""
-    cherrypy.response.headers["Content-Type"] = "application/json"
+def error_json(status: str, message: str, traceback: str = "", version: str = "") -> str:
+    """An error body in the shape the original service used."""
     return json.dumps({"status": status, "message": message, "traceback": traceback,
                        "version": version or __version__})
+
+
+def error_page(status, message, traceback, version):  # pylint: disable=redefined-outer-name
+    """CherryPy's error page, as JSON."""
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return error_json(status, message, traceback, version)

@@ -28,9 +28,11 @@ from ..auth import Identity
 from ..periodic import Periodic
 from ..errors import UploadError
 from .errors import json_errors
+from .framing import body_length
 from .handlers import Authenticated
 from .identity import Identifier
 from .intake import Intake
+from .limits import UploadSlots
 from .reservations import Reservations
 from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, not_found, parse_checksum,
                         parse_metadata)
@@ -221,12 +223,13 @@ def _http_date(timestamp: float | None) -> str | None:
 class TusFiles(Authenticated):
     """``/files/``: the tus endpoint (HTTP only; the life cycle lives in ResumableUploads)."""
 
-    def __init__(self, uploads: ResumableUploads, identifier: Identifier, max_size: int = 0,
-                 public_url: str = ""):
+    def __init__(self, uploads: ResumableUploads, identifier: Identifier, slots: UploadSlots,
+                 max_size: int = 0, public_url: str = ""):
         super().__init__(identifier)
         self.uploads = uploads
         self.max_size = max_size
         self.public_url = public_url  # the base of Location; never the request's Host
+        self.slots = slots
 
     def _begin(self, check_version: bool = True) -> Identity | None:
         """Common headers; the request's identity (not for OPTIONS, asked before any upload)."""
@@ -303,19 +306,17 @@ class TusFiles(Authenticated):
     @json_errors
     def PATCH(self, *path, **_params):  # pylint: disable=invalid-name
         """Append a chunk at ``Upload-Offset``."""
-        user = self._begin()
+        identity = self._begin()
         upload_id = self._one_id(path)
         content_type = (_header("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != PATCH_CONTENT_TYPE:
             raise cherrypy.HTTPError(415, f"PATCH bodies must be {PATCH_CONTENT_TYPE}")
         offset = _integer("Upload-Offset")
-        count = _integer("Content-Length", required=False)
-        chunked = "chunked" in (_header("Transfer-Encoding") or "").lower()
-        if count is None and not chunked:
-            raise cherrypy.HTTPError(411, "send the chunk with a Content-Length header")
+        count = body_length(cherrypy.request.header_list)
         checksum = parse_checksum(_header("Upload-Checksum"))
-        info, offset = self.uploads.append(upload_id, user, offset, cherrypy.request.rfile,
-                                           count, checksum)
+        with self.slots.hold(identity.user) as body:
+            info, offset = self.uploads.append(upload_id, identity, offset, body, count,
+                                               checksum)
         self._describe(info, offset)
         cherrypy.response.status = 204
         return b""
@@ -339,8 +340,9 @@ def build_uploads(settings, intake: Intake) -> ResumableUploads:
     return uploads
 
 
-def mount(root, uploads: ResumableUploads, settings, identifier: Identifier) -> dict:
+def mount(root, uploads: ResumableUploads, settings, identifier: Identifier,
+          slots: UploadSlots) -> dict:
     """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
-    root.files = TusFiles(uploads, identifier, settings.ingest.max_bundle_size,
+    root.files = TusFiles(uploads, identifier, slots, settings.ingest.max_bundle_size,
                           settings.ingest.public_url)
     return {"/files": {"request.process_request_body": False}}
