@@ -126,8 +126,6 @@ def server_config(settings: Settings, host: str, port: int) -> dict:
         # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
         # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
         "server.socket_queue_size": 1024,
-        # Underscored header names never alias the identity header (web/header_names.py).
-        "server.instance": "pacifica.ingest.web.header_names.FoldingServer",
         "engine.autoreload.on": False,
         "checker.on": False,
         "log.screen": False,

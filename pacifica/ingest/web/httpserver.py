@@ -3,6 +3,7 @@
 ``server.instance`` in ``app.server_config`` names ``IngestServer``.  Against cheroot's
 defaults it:
 
+* drops header names with underscores (``header_names``: they would alias the identity header);
 * reads the framing strictly (``framing.body_length``) before the application runs, and sees
   a repeated Content-Length (cheroot keeps only the last one);
 * reads a chunked body in pieces of at most ``READ_PIECE`` bytes (cheroot reads a whole chunk
@@ -29,6 +30,7 @@ from ..errors import UploadError
 from .deadlines import DEADLINES, shut_reading
 from .errors import error_json
 from .framing import body_length
+from .header_names import fold_header_dict
 from .staging import READ_PIECE
 
 SOCKET_KEY = "pacifica.ingest.socket"
@@ -57,8 +59,9 @@ class StrictHeaderReader(cheroot_server.HeaderReader):
                          for key, value in headers.items()], required=False)
         except UploadError as err:
             raise ValueError(str(err)) from None
+        headers = fold_header_dict(dict(headers))
         if hdict is None:
-            return dict(headers)
+            return headers
         hdict.update(headers)
         return hdict
 
