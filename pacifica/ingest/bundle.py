@@ -1,6 +1,7 @@
 """A safe reader of tar bundles: only regular files under data/ plus metadata.txt.
 
-Headers are read once with ``tarfile`` (pax, GNU long names and all); member
+Every header is first checked by our own streaming pre-scan (``tarheaders``), then read
+once with ``tarfile`` (pax, GNU long names and all); member
 bytes are then read straight from the bundle file at their offsets, so no
 member is ever extracted by tarfile and no link is ever followed.
 
@@ -27,6 +28,7 @@ from .archive import Extent
 from .errors import BundleError, MetadataError
 from .files import unlink_quietly
 from .metadata import DATA_ROOT, split_path
+from .tarheaders import check_headers
 
 METADATA_NAME = "metadata.txt"
 BLOCK = 512
@@ -228,12 +230,10 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
     metadata: Member | None = None
     seen: set[str] = set()
     total = 0
+    check_headers(path, file_size, limits.max_members)
     try:
         with tarfile.open(path, mode="r:") as tar:
-            for count, info in enumerate(_iterate(tar), start=1):
-                if count > limits.max_members:
-                    raise BundleError(f"the bundle has more than {limits.max_members} members "
-                                      "(the configured limit)")
+            for info in _iterate(tar):
                 name = _normalise(info.name, problems)
                 if name is None:
                     continue
