@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 
 from .archive import Extent
-from .errors import BundleError, MetadataError
+from .errors import BundleError, MetadataError, Problems
 from .files import unlink_quietly
 from .metadata import DATA_ROOT, split_path
 from .tarheaders import check_headers
@@ -225,7 +225,7 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
         raise BundleError(f"the bundle file is not on the volume ({err.strerror}): {path}") from err
     if file_size == 0:
         raise BundleError("the upload is empty: a bundle is a tar holding data/... and metadata.txt")
-    problems: list[str] = []
+    problems = Problems()
     members: dict[str, Member] = {}
     metadata: Member | None = None
     seen: set[str] = set()
@@ -288,7 +288,7 @@ def _iterate(tar: tarfile.TarFile):
         yield info
 
 
-def _read_error_message(err: Exception, problems: list[str]) -> str:
+def _read_error_message(err: Exception, problems: Problems) -> str:
     text = str(err)
     if "unexpected end of data" in text or "truncated" in text:
         return "the bundle is truncated: the tar ends in the middle of a member"
@@ -297,7 +297,7 @@ def _read_error_message(err: Exception, problems: list[str]) -> str:
     return f"the upload is not a tar archive ({text})"
 
 
-def _normalise(raw: str, problems: list[str]) -> str | None:
+def _normalise(raw: str, problems: Problems) -> str | None:
     """'./data//a/b' -> 'data/a/b'; None (with a problem noted) for unsafe names."""
     if raw.startswith("/") or raw.startswith("\\") or (len(raw) > 1 and raw[1] == ":"):
         problems.append(f"{raw}: absolute path; member names must be relative")

@@ -15,7 +15,7 @@ from . import jobs, metadata
 from .archive import ArchiveBackend, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
-from .errors import IngestError, MetadataError
+from .errors import IngestError, MetadataError, Problems
 from .jobs import Job, Step
 from .services.ids import MODE_FILE, IdSource
 from .services.metadata_sink import MetadataSink
@@ -108,9 +108,12 @@ def _file_ids(job: Job, count: int, deps: Deps) -> int:
 
 
 def _check_sizes(bundle: Bundle, placements: list[metadata.FilePlacement]) -> None:
-    problems = [f"{p.member}: size mismatch, metadata says {p.entry.size} bytes, bundle has "
-                f"{bundle.members[p.member].size}"
-                for p in placements if bundle.members[p.member].size != p.entry.size]
+    problems = Problems()
+    for placement in placements:
+        found = bundle.members[placement.member].size
+        if found != placement.entry.size:
+            problems.append(f"{placement.member}: size mismatch, metadata says "
+                            f"{placement.entry.size} bytes, bundle has {found}")
     if problems:
         raise MetadataError("metadata.txt does not match the bundle's files:", problems)
 
