@@ -153,7 +153,7 @@ def compression_of(path: str):
         with open(path, "rb") as handle:
             head = handle.read(6)
     except OSError as err:
-        raise BundleError(f"the bundle file is not on the volume ({err.strerror}): {path}") from err
+        raise BundleError(f"the job's bundle file is not on the volume ({err.strerror})") from err
     for magic, name, opener in COMPRESSIONS:
         if head.startswith(magic):
             return name, opener
@@ -161,15 +161,20 @@ def compression_of(path: str):
 
 
 def unpack_cap(compressed_size: int, free_space: int, limits: BundleLimits) -> tuple[int, str]:
-    """The most bytes a decompressed bundle may take, and which limit sets it."""
+    """The most bytes a decompressed bundle may take, and the words for what sets it.
+
+    The volume's free space is not told to clients (nor is any path on the server).
+    """
     caps = [(max(free_space - limits.min_free_space, 0),
-             "the free space on the volume (less min_free_space)")]
+             "more than the volume has room for now (less min_free_space)")]
     if limits.max_unpacked_size:
-        caps.append((limits.max_unpacked_size, "max_bundle_size, which applies to the "
-                     "decompressed tar as to an uncompressed upload"))
+        caps.append((limits.max_unpacked_size, f"more than {limits.max_unpacked_size} bytes, "
+                     "over max_bundle_size, which applies to the decompressed tar as to an "
+                     "uncompressed upload"))
     if limits.max_unpack_ratio:
-        caps.append((limits.max_unpack_ratio * max(compressed_size, BLOCK),
-                     f"max_unpack_ratio: {limits.max_unpack_ratio} times the compressed size"))
+        cap = limits.max_unpack_ratio * max(compressed_size, BLOCK)
+        caps.append((cap, f"more than {cap} bytes, over max_unpack_ratio: "
+                     f"{limits.max_unpack_ratio} times the compressed size"))
     return min(caps)
 
 
@@ -192,8 +197,7 @@ def decompress(path: str, limits: BundleLimits) -> str:
                     break
                 written += len(chunk)
                 if written > cap:
-                    raise BundleError(f"the {name}-compressed bundle decompresses to more than "
-                                      f"{cap} bytes, over the limit set by {reason}; "
+                    raise BundleError(f"the {name}-compressed bundle decompresses to {reason}; "
                                       "refusing it (a decompression bomb?)")
                 try:
                     sink.write(chunk)
@@ -222,7 +226,7 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
     try:
         file_size = os.path.getsize(path)
     except OSError as err:
-        raise BundleError(f"the bundle file is not on the volume ({err.strerror}): {path}") from err
+        raise BundleError(f"the job's bundle file is not on the volume ({err.strerror})") from err
     if file_size == 0:
         raise BundleError("the upload is empty: a bundle is a tar holding data/... and metadata.txt")
     problems = Problems()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 from email.utils import parsedate_to_datetime
 
 from . import jobs, metadata
@@ -152,7 +154,8 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
                               extent=bundle.extent(bundle.members[p.member]))
                    for p in placements]
         store_all(deps.archive, first_id, sources, job.job_id)
-        progress.end()
+        with rolled_back_on_failure(deps.archive, first_id, lambda: len(sources), job.job_id):
+            progress.end()
 
     _publish(job, deps, progress, final, first_id, len(placements))
 
@@ -193,15 +196,10 @@ def _clip(subdir: str) -> str:
 
 def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
              count: int) -> None:
-    """Record the metadata; if that fails, take the job's files back out of the archive."""
-    progress.begin(Step.INGEST_METADATA)
-    try:
+    """Record the metadata; if anything fails, take the job's files back out of the archive."""
+    with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
+        progress.begin(Step.INGEST_METADATA)
         deps.sink.publish(job.job_id, job.user, final)
-    except IngestError as err:
-        left = rollback(deps.archive, first_id, count)
-        if left:
-            err.details.append(left)
-        raise
     if jobs.finish(job.job_id):
         _remove_quietly(job.path)
 
@@ -210,11 +208,19 @@ def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],
               job_id: int) -> None:
     """Store every file, then make them durable; on any failure remove what this job stored."""
     fanout = StoreFanout(archive, first_id)
-    try:
+    with rolled_back_on_failure(archive, first_id, lambda: fanout.submitted, job_id):
         fanout.run(sources)
         archive.sync()
+
+
+@contextmanager
+def rolled_back_on_failure(archive: ArchiveBackend, first_id: int, count: Callable[[], int],
+                           job_id: int):
+    """On any exception (BaseException: a cancel or a shutdown too), remove the job's files."""
+    try:
+        yield
     except BaseException as err:
-        attempted = fanout.submitted
+        attempted = count()
         left = rollback(archive, first_id, attempted)
         logger.info("job %s: rolled back %d file(s) after %r", job_id, attempted, err)
         if isinstance(err, IngestError) and left:

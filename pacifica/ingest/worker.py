@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-import traceback
+import uuid
 from typing import Callable
 
 from celery import Celery, signals
@@ -12,7 +12,7 @@ from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
 from .errors import IngestError, JobNotFound
-from .http import make_session
+from .http import make_session, redact
 from .jobs import Step
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE
@@ -85,12 +85,13 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
         logger.info("job %s was stopped from outside while it ran", job_id)
     except IngestError as err:
         logger.info("job %s failed at %s: %s", job_id, progress.step.value, err)
-        jobs.fail(job_id, progress.step, str(err))
-    except Exception as err:
-        logger.exception("job %s: unexpected error at %s", job_id, progress.step.value)
-        jobs.fail(job_id, progress.step, f"internal error at {progress.step.value}: {err!r} "
-                                         "(the service logs have the details)\n"
-                                         + traceback.format_exc(limit=5))
+        jobs.fail(job_id, progress.step, redact(str(err)))
+    except Exception:
+        incident = uuid.uuid4().hex
+        logger.exception("job %s: unexpected error at %s (incident %s)", job_id,
+                         progress.step.value, incident)
+        jobs.fail(job_id, progress.step, f"internal error while {progress.step.value} (logged "
+                                         f"as {incident}); the job's files were not ingested")
         raise
 
 

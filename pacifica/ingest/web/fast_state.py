@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 PATH = "/get_state"
 REASONS = {200: "200 OK", 400: "400 Bad Request", 404: "404 Not Found",
-           503: "503 Service Unavailable"}
+           500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 
 
 class FastJobState:
@@ -36,7 +36,12 @@ class FastJobState:
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
-        status, body = self._answer(environ.get("QUERY_STRING", ""))
+        try:
+            status, body = self._answer(environ.get("QUERY_STRING", ""))
+        except Exception:  # pylint: disable=broad-except
+            logger.exception("GET /get_state?%s failed", environ.get("QUERY_STRING", "")[:200])
+            status, body = _error(500, "the job state could not be read (an internal error, "
+                                       "logged by the service)")
         payload = json.dumps(body).encode("utf-8")
         start_response(REASONS[status], [("Content-Type", "application/json"),
                                          ("Content-Length", str(len(payload))),
