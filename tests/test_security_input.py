@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import tarfile
 import threading
 import time
@@ -223,3 +224,27 @@ def test_service_url_credentials_never_reach_the_job(make_stack):
         state["exception"], state["exception"]
     assert "secret" not in state["exception"] and "archiver" not in state["exception"]
     assert stack.base not in state["exception"]
+
+
+def test_unexpected_worker_error_is_words_and_the_traceback_is_logged(make_stack, tmp_path):
+    """A fault no check foresaw (here: the archive path is a file) reads as words for a person;
+    the traceback goes to the worker's log under the incident id the message gives."""
+    not_a_folder = tmp_path / "archive-is-a-file"
+    not_a_folder.write_bytes(b"")
+    stack = make_stack(extra_env={"ARCHIVE_PATH": str(not_a_folder)}).start()
+    state = stack.ingest(good_tar())
+    assert state["state"] == "FAILED", state
+    found = re.fullmatch(r"internal error while \S.* \(logged as ([0-9a-f]{32})\); the job's "
+                         r"files were not ingested", state["exception"])
+    assert found, state["exception"]
+    assert str(not_a_folder) not in state["exception"]
+    log = stack.log("worker0")
+    assert f"incident {found.group(1)}" in log and "FileExistsError" in log
+
+
+def test_user_too_wide_for_its_column_is_a_json_400(secured):
+    reply = secured.session.post(f"{secured.url}/upload", data=good_tar(), timeout=60,
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "X-Http-Authed-User": "u" * 300})
+    assert reply.status_code == 400, reply.text
+    assert "the job's user does not fit: 300 characters, at most 255" in reply.json()["message"]
