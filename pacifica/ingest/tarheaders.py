@@ -118,7 +118,8 @@ class _Walk:
             raise _refuse(label, f"claims {size} bytes, more than a tar member can hold")
         if size > self.file_size:
             raise _refuse(label, f"claims {size} bytes, more than the whole bundle "
-                                 f"({self.file_size} bytes)")
+                                 f"({self.file_size} bytes): the bundle is truncated or the "
+                                 "header is false")
         return size
 
 
