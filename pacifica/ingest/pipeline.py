@@ -10,8 +10,8 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 from email.utils import parsedate_to_datetime
+from typing import Callable
 
 from . import jobs, metadata
 from .archive import ArchiveBackend, FileSource
