@@ -18,6 +18,7 @@ import pytest
 
 from factories import (TRANSACTION, BundleSpec, file_entry, make_bundle, pax_header, pax_record,
                        raw_header)
+from faults import wait_until
 from harness import Stack, free_port
 
 pytestmark = pytest.mark.e2e
@@ -248,3 +249,14 @@ def test_user_too_wide_for_its_column_is_a_json_400(secured):
                                           "X-Http-Authed-User": "u" * 300})
     assert reply.status_code == 400, reply.text
     assert "the job's user does not fit: 300 characters, at most 255" in reply.json()["message"]
+
+
+def test_a_pool_process_past_max_memory_per_child_is_replaced(make_stack):
+    """[celery] max_memory_per_child reaches Celery: a pool process above it (here every one:
+    1 Mb) is replaced after its job, so no job can leave a worker bloated."""
+    stack = make_stack(concurrency=1,
+                       extra_env={"INGEST_CELERY_MAX_MEMORY_PER_CHILD": "1 Mb"}).start()
+    before = wait_until(lambda: _children(stack.workers[0].pid), 60, "the pool process")
+    assert stack.ingest(good_tar())["state"] == "OK"
+    wait_until(lambda: (now := _children(stack.workers[0].pid)) and now != before, 60,
+               "the pool process to be replaced")
