@@ -18,6 +18,14 @@ from .web.staging import Staging
 logger = logging.getLogger(__name__)
 
 
+def job_id_argument(text: str) -> int:
+    """argparse type of --job-id: a job id in the range a job can have."""
+    try:
+        return jobs.job_id_from(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Sub-commands and their options (the original's names kept)."""
     parser = argparse.ArgumentParser(prog="pacifica-ingest-cmd",
@@ -27,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     job = commands.add_parser("job", help="set a job's state by hand (e.g. fail a stuck job)")
-    job.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+    job.add_argument("--job-id", "--job_id", dest="job_id", type=job_id_argument,
+                     required=True)
     job.add_argument("--state", choices=(jobs.OK, jobs.FAILED))
     job.add_argument("--task", choices=[step.value for step in jobs.Step])
     job.add_argument("--task-percent", "--task_percent", dest="task_percent", type=float)
@@ -38,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     dbchk.add_argument("--equal", action="store_true", help="require exactly this version")
 
     retry = commands.add_parser("retry", help="ingest a bundle already on the volume again")
-    retry.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+    retry.add_argument("--job-id", "--job_id", dest="job_id", type=job_id_argument,
+                       required=True)
     retry.add_argument("--path", help="the bundle (or move JSON); default: the job's own")
     retry.add_argument("--move", action="store_true", help="the path is a move request")
     retry.add_argument("--force", action="store_true",
@@ -46,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "replaced) or one not finished whose worker is gone")
 
     files = commands.add_parser("files", help="list what a job ingested (embedded catalog)")
-    files.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+    files.add_argument("--job-id", "--job_id", dest="job_id", type=job_id_argument,
+                       required=True)
 
     listing = commands.add_parser("jobs", help="list jobs, newest first, by state and age "
                                                "(find stuck ones)")
@@ -71,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what clients will read in 'exception'")
 
     commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
-                                        "dead frontend left, queue again jobs a dead worker lost")
+                                        "dead frontend left, queue again jobs a dead worker "
+                                        "lost, remove failed bundles older than keep_failed")
 
     token = commands.add_parser("token", help="API tokens: users sending one need no proxy")
     token_commands = token.add_subparsers(dest="token_command", required=True)
@@ -97,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_selection(command) -> None:
     which = command.add_mutually_exclusive_group(required=True)
-    which.add_argument("--job-id", "--job_id", dest="job_ids", type=int, action="append",
+    which.add_argument("--job-id", "--job_id", dest="job_ids", type=job_id_argument,
+                       action="append",
                        help="a job (repeatable)")
     which.add_argument("--stale", action="store_true",
                        help="every running job without progress for [ingest] stale_after")
@@ -334,7 +347,9 @@ def cmd_recover(args, settings) -> int:
     enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
     failed = recovery.fail_abandoned_uploads(settings.ingest.volume_path, stale_after)
     requeued = recovery.requeue_lost_jobs(enqueue, stale_after)
-    _print({"failed_uploads": failed, "requeued": requeued})
+    removed = recovery.remove_failed_bundles(settings.ingest.volume_path,
+                                             settings.ingest.keep_failed)
+    _print({"failed_uploads": failed, "requeued": requeued, "removed_bundles": removed})
     return 0
 
 

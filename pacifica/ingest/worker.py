@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
+import uuid
 from typing import Callable
 
 from celery import Celery, signals
@@ -13,7 +13,7 @@ from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
 from .errors import IngestError, JobNotFound
-from .http import make_session
+from .http import make_session, redact
 from .jobs import Step
 from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
@@ -123,15 +123,16 @@ def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
         return False
     except IngestError as err:
         logger.info("job %s failed at %s: %s", job_id, progress.step.value, err)
-        jobs.fail(job_id, progress.step, str(err))
+        jobs.fail(job_id, progress.step, redact(str(err)))
         metrics.job_failed(progress.step.value, err)
         return True
     except Exception as err:
-        logger.exception("job %s: unexpected error at %s", job_id, progress.step.value)
+        incident = uuid.uuid4().hex
+        logger.exception("job %s: unexpected error at %s (incident %s)", job_id,
+                         progress.step.value, incident)
         metrics.job_failed(progress.step.value, err)
-        jobs.fail(job_id, progress.step, f"internal error at {progress.step.value}: {err!r} "
-                                         "(the service logs have the details)\n"
-                                         + traceback.format_exc(limit=5))
+        jobs.fail(job_id, progress.step, f"internal error while {progress.step.value} (logged "
+                                         f"as {incident}); the job's files were not ingested")
         raise
 
 

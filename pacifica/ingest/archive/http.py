@@ -13,7 +13,7 @@ from urllib3.exceptions import NewConnectionError
 from . import FileSource
 from ..config import Settings
 from ..errors import ArchiveError, ServiceUnavailable
-from ..http import make_session, reply_message
+from ..http import make_session, redact, reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class HttpArchive:
 
     def describe(self) -> str:
         """The Archive Interface URL."""
-        return f"Archive Interface {self.url}"
+        return f"Archive Interface {redact(self.url)}"
 
     def _call(self, what: str, send):
         """Run one request, retrying connection errors and 5xx with backoff."""
@@ -86,8 +86,8 @@ class HttpArchive:
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
         failure = ServiceUnavailable if reached else _NeverReached
-        raise failure(f"{what}: the Archive Interface at {self.url} {error} "
-                      f"(after {self.retries + 1} tries)")
+        raise failure(redact(f"{what}: the Archive Interface at {self.url} {error} "
+                             f"(after {self.retries + 1} tries)"))
 
     def store(self, file_id: int, source: FileSource) -> None:
         """PUT the bytes, then check the hash we saw and the size the archive saw."""

@@ -9,8 +9,20 @@ import cherrypy
 from .. import catalog, idempotency, jobs
 from ..auth import AuthError, Identity
 from .errors import json_errors, parse_job_id
+from .framing import body_length
 from .identity import Identifier, error_headers
 from .intake import Intake
+from .limits import UploadSlots
+
+# Body types a page on another site may POST without the browser asking first (CORS "simple
+# requests"): refused, so no page can upload on a logged-in user's behalf.
+CURL_HINT = "use --data-binary @bundle.tar -H 'Content-Type: application/octet-stream'"
+REFUSED_TYPES = {
+    "multipart/form-data": f"curl -F sends a form; {CURL_HINT}",
+    "application/x-www-form-urlencoded": f"curl --data-binary sends this type by default; "
+                                         f"{CURL_HINT}",
+    "text/plain": CURL_HINT,
+}
 
 
 class Authenticated:
@@ -59,7 +71,7 @@ class IntakeHandler(Authenticated):
         return None if key is None else idempotency.Claim(key, fingerprint)
 
     @staticmethod
-    def replayed(replay: idempotency.Replayed, length: int | None = 0) -> dict:
+    def replayed(replay: idempotency.Replayed, length: int | None = 0, body=None) -> dict:
         """The answer to a request whose key names an earlier job: that job.
 
         A body up to DRAIN_LIMIT is read and dropped, so the client, still sending, gets the
@@ -68,7 +80,7 @@ class IntakeHandler(Authenticated):
         if length is None or length > DRAIN_LIMIT:
             cherrypy.response.headers["Connection"] = "close"
         elif length:
-            drop_body(cherrypy.request.rfile, length)
+            drop_body(body or cherrypy.request.rfile, length)
         return jobs.get(replay.job_id).as_dict()
 
 
@@ -97,27 +109,30 @@ class Upload(IntakeHandler):
 
     exposed = True
 
+    def __init__(self, *args, slots: UploadSlots, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = slots
+
     @cherrypy.tools.json_out()
     @json_errors
     def POST(self, **_params):  # pylint: disable=invalid-name
         """Accept a bundle; answer with the new job's state."""
         user = self.user()
         request = cherrypy.request
-        length = request.headers.get("Content-Length")
-        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if length is None and not chunked:
-            raise cherrypy.HTTPError(411, "send the bundle with a Content-Length header")
-        try:
-            length = None if length is None else int(length)
-        except ValueError:
-            raise cherrypy.HTTPError(400, f"Content-Length {length!r} is not a number") from None
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type in REFUSED_TYPES:
+            raise cherrypy.HTTPError(415, f"send the raw tar bundle as application/octet-stream "
+                                          f"or application/x-tar, not {content_type} "
+                                          f"({REFUSED_TYPES[content_type]})")
+        length = body_length(request.header_list)
         if length == 0:
             raise cherrypy.HTTPError(400, "the request body is empty: POST the tar bundle")
-        try:
-            return self.intake.accept_bundle(request.rfile, length, user,
-                                             self.claim(body_fingerprint(length)))
-        except idempotency.Replayed as replay:
-            return self.replayed(replay, length)
+        with self.slots.hold(user) as body:
+            try:
+                return self.intake.accept_bundle(body, length, user,
+                                                 self.claim(body_fingerprint(length)))
+            except idempotency.Replayed as replay:
+                return self.replayed(replay, length, body)
 
 
 class Move(IntakeHandler):
