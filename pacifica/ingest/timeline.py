@@ -4,7 +4,7 @@ from __future__ import annotations
 import peewee
 
 from .db import BaseModel, retrying
-from .jobs import utcnow
+from .jobs import Step, utcnow
 
 
 class JobStep(BaseModel):
@@ -33,7 +33,9 @@ def ended(job_id: int, step: str) -> None:
 
 def of_job(job_id: int) -> list[dict]:
     """The job's steps in the order they began, with their times and seconds."""
-    rows = JobStep.select().where(JobStep.job_id == job_id).order_by(JobStep.started)
+    order = {step.value: index for index, step in enumerate(Step)}
+    rows = sorted(JobStep.select().where(JobStep.job_id == job_id),
+                  key=lambda row: (row.started, order.get(row.step, len(order))))
     return [{"step": row.step, "started": _text(row.started), "ended": _text(row.ended),
              "seconds": (row.ended - row.started).total_seconds() if row.ended else None}
             for row in rows]

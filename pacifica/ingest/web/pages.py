@@ -16,7 +16,7 @@ import cherrypy
 from .. import catalog, jobs, timeline
 from ..jobs import Job
 from .errors import json_errors, parse_job_id
-from .handlers import Authenticated
+from .identity import Authenticated
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 LIST_LIMIT = 200
@@ -38,7 +38,9 @@ def _size(count) -> str:
 
 
 def _took(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds:.0f} s"
+    if seconds is None:
+        return "–"
+    return "under 1 s" if seconds < 1 else f"{seconds:.0f} s"
 
 
 def _age(created) -> str:
