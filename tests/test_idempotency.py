@@ -1,6 +1,7 @@
 """Idempotency-Key on real processes: a retried submission never becomes a second ingest."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -55,7 +56,7 @@ def test_same_key_twice_is_one_job_and_one_copy(make_stack):
 
 
 def test_ten_concurrent_requests_with_one_key_make_one_job(make_stack):
-    stack = make_stack().start()
+    stack = make_stack(extra_env={"INGEST_INGEST_MAX_UPLOADS_PER_USER": "16"}).start()
     body = make_bundle(FILES)
     answers = []
 
@@ -83,6 +84,7 @@ def test_after_the_ttl_the_key_makes_a_new_job(make_stack):
     first = post(stack, body, "short-lived").json()["job_id"]
     stack.wait(first)
     time.sleep(3)
+    assert json.loads(stack.admin("recover").stdout)["forgotten_keys"] == 1  # the sweep
     second = post(stack, body, "short-lived").json()["job_id"]
     assert second != first
     assert stack.wait(second)["state"] == "OK"
@@ -120,3 +122,27 @@ def test_frontend_killed_after_the_body_landed_the_retry_gets_the_job(make_stack
     assert [job["job_id"] for job in admin_jobs(stack)] == [job_id]
     assert stack.archived(job_id) == FILES
     assert archived_count(stack) == len(FILES)
+
+
+def test_tus_creation_with_one_key_is_one_upload(make_stack):
+    stack = make_stack().start()
+    body = make_bundle(FILES)
+    headers = {"Tus-Resumable": "1.0.0", "Upload-Length": str(len(body)),
+               "Idempotency-Key": "tus-key"}
+    first = stack.session.post(stack.url + "/files/", headers=headers, timeout=30)
+    again = stack.session.post(stack.url + "/files/", headers=headers, timeout=30)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert first.headers["Location"] == again.headers["Location"]
+    other = stack.session.post(stack.url + "/files/", timeout=30,
+                               headers=dict(headers, **{"Upload-Length": "999"}))
+    assert other.status_code == 422, other.text
+    url = stack.url + first.headers["Location"]
+    reply = stack.session.patch(url, data=body, timeout=60, headers={
+        "Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream",
+        "Upload-Offset": "0"})
+    assert reply.status_code == 204, reply.text
+    job_id = int(reply.headers["Ingest-Job-Id"])
+    assert stack.wait(job_id)["state"] == "OK"
+    replay = stack.session.post(stack.url + "/files/", headers=headers, timeout=30)
+    assert replay.status_code == 201 and replay.headers["Ingest-Job-Id"] == str(job_id)
+    assert replay.headers["Upload-Offset"] == str(len(body))

@@ -343,13 +343,8 @@ def cmd_fail(args, settings) -> int:
 
 def cmd_recover(args, settings) -> int:
     """What the frontend does every few seconds, once, from the command line."""
-    stale_after = settings.ingest.stale_after
     enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
-    failed = recovery.fail_abandoned_uploads(settings.ingest.volume_path, stale_after)
-    requeued = recovery.requeue_lost_jobs(enqueue, stale_after)
-    removed = recovery.remove_failed_bundles(settings.ingest.volume_path,
-                                             settings.ingest.keep_failed)
-    _print({"failed_uploads": failed, "requeued": requeued, "removed_bundles": removed})
+    _print(recovery.sweep(enqueue, settings.ingest))
     return 0
 
 

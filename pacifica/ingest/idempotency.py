@@ -99,9 +99,16 @@ def bind(user: str, claim: Claim, ttl: float, job_id: int | None = None,
     except peewee.IntegrityError:
         winner = earlier(user, claim, ttl)
         if winner is None:  # it expired meanwhile: take the key over
+            forget(user, claim.key)
             bind(user, claim, ttl, job_id, upload_id)
             return
         raise Replayed(winner) from None
+
+
+def forget(user: str, key: str) -> None:
+    """Free a key whose upload is gone (expired or deleted)."""
+    retrying(IdempotencyKey.delete().where((IdempotencyKey.user == user)
+                                           & (IdempotencyKey.key == key)).execute)
 
 
 def sweep(ttl: float) -> int:

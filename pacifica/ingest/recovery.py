@@ -27,7 +27,8 @@ import logging
 import os
 import socket
 
-from . import jobs
+from . import idempotency, jobs
+from .config import IngestSettings
 from .db import database_proxy, retrying
 from .files import fsync_directory
 from .jobs import Job
@@ -274,25 +275,29 @@ def requeue_lost_jobs(enqueue, stale_after: float) -> list[int]:
     return requeued
 
 
-class Janitor(WaitingJobsRetry):
-    """The frontend's background thread: waiting jobs, abandoned uploads, lost jobs, failures."""
+def sweep(enqueue, ingest: IngestSettings) -> dict:
+    """One pass of every upkeep of the job table and the volume; what each did."""
+    return {
+        "failed_uploads": fail_abandoned_uploads(ingest.volume_path, ingest.stale_after),
+        "requeued": requeue_lost_jobs(enqueue, ingest.stale_after),
+        "removed_bundles": remove_failed_bundles(ingest.volume_path, ingest.keep_failed),
+        "forgotten_keys": idempotency.sweep(ingest.idempotency_ttl),
+    }
 
-    def __init__(self, enqueue, volume_path: str, stale_after: float,
-                 interval: float | None = None, keep_failed: float | None = None):
+
+class Janitor(WaitingJobsRetry):
+    """The frontend's background thread: ``sweep``, then waiting jobs to the broker."""
+
+    def __init__(self, enqueue, ingest: IngestSettings, interval: float | None = None):
         super().__init__(enqueue, interval if interval is not None
-                         else max(min(5.0, stale_after / 3), 0.5))
-        self.volume_path = volume_path
-        self.stale_after = stale_after
-        self.keep_failed = keep_failed  # None: failed bundles are kept
+                         else max(min(5.0, ingest.stale_after / 3), 0.5))
+        self.ingest = ingest
 
     def run_once(self) -> int:
         """One pass of every sweep; return how many jobs the broker took."""
         try:
             database_proxy.connect(reuse_if_open=True)
-            fail_abandoned_uploads(self.volume_path, self.stale_after)
-            requeue_lost_jobs(self.enqueue, self.stale_after)
-            if self.keep_failed is not None:
-                remove_failed_bundles(self.volume_path, self.keep_failed)
+            sweep(self.enqueue, self.ingest)
         finally:
             database_proxy.close()
         return super().run_once()

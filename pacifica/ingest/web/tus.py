@@ -18,12 +18,13 @@ more than it holds, nor one user more than ``tus_user_quota``.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import os
 
 import cherrypy
 
-from .. import db, jobs
+from .. import db, idempotency, jobs
 from ..auth import Identity
 from ..periodic import Periodic
 from ..errors import UploadError
@@ -56,16 +57,40 @@ class ResumableUploads:
         self.reservations = Reservations(store, intake.staging, user_quota)
         self.max_metadata = max_metadata
 
-    def create(self, length: int, user: str, metadata: str = "") -> UploadInfo:
-        """Check the limits (as for a POSTed bundle), reserve the length, start an empty upload."""
+    def create(self, length: int, user: str, metadata: str = "",
+               claim: idempotency.Claim | None = None) -> UploadInfo:
+        """Check the limits (as for a POSTed bundle), reserve the length, start an empty upload.
+
+        With an Idempotency-Key the upload it already names is the answer."""
         if length <= 0:
             raise UploadError("Upload-Length must be positive: a bundle is never empty",
                               status=400)
         parse_metadata(metadata, self.max_metadata)
+        earlier = self._named_by(user, claim)
+        if earlier is not None:
+            return earlier
         with self.reservations.reserve(length, user):
             info = self.store.create(length, user, metadata)
+        if claim is not None:
+            try:
+                idempotency.bind(user, claim, self.intake.idempotency_ttl,
+                                 upload_id=info.upload_id)
+            except idempotency.Replayed as replay:  # a concurrent creation won
+                self.store.remove(info.upload_id)
+                return self.store.load(replay.upload_id)
         logger.info("tus upload %s created: %d bytes for %s", info.upload_id, length, user)
         return info
+
+    def _named_by(self, user: str, claim: idempotency.Claim | None) -> UploadInfo | None:
+        """The live upload an Idempotency-Key already names, if any."""
+        row = claim and idempotency.earlier(user, claim, self.intake.idempotency_ttl)
+        if not row or not row.upload_id:
+            return None
+        try:
+            return self.store.load(row.upload_id)
+        except UploadError:  # expired or deleted since: the key is free again
+            idempotency.forget(user, claim.key)
+            return None
 
     def status(self, upload_id: str, user: Identity) -> tuple[UploadInfo, int]:
         """The upload and its offset (reads only: a complete upload is landed by its PATCH).
@@ -283,11 +308,15 @@ class TusFiles(Authenticated):
         if _integer("Content-Length", required=False):
             raise cherrypy.HTTPError(400, "creation-with-upload is not supported: create the "
                                           "upload, then PATCH its bytes")
-        info = self.uploads.create(_integer("Upload-Length"), user.user,
-                                   _header("Upload-Metadata") or "")
+        length = _integer("Upload-Length")
+        metadata = _header("Upload-Metadata") or ""
+        key = idempotency.parse_key(_header("Idempotency-Key"))
+        claim = key and idempotency.Claim(key, f"upload-length={length}, metadata-sha256="
+                                               + hashlib.sha256(metadata.encode()).hexdigest())
+        info = self.uploads.create(length, user.user, metadata, claim or None)
         location = f"{self.public_url}/files/{info.upload_id}"
         cherrypy.response.headers["Location"] = location
-        self._describe(info, 0)
+        self._describe(info, self.uploads.store.offset(info))
         cherrypy.response.status = 201
         return {"upload_id": info.upload_id, "location": location, "length": info.length}
 
