@@ -108,3 +108,25 @@ def test_retried_after_errors_and_a_worker_restart_delivered_once(make_stack, re
     assert len(ids) == 1, "every attempt is the same delivery"
     notes = [job["notifications"] for job in admin_jobs(stack) if job["job_id"] == job_id][0]
     assert [(n["state"], n["attempts"]) for n in notes] == [("delivered", 3)]
+
+
+def test_a_submission_names_its_own_receiver_on_an_allowed_host(make_stack, receiver):
+    stack = make_stack(extra_env={"INGEST_NOTIFY_ALLOW_CLIENT_URLS": "true",
+                                  "INGEST_NOTIFY_ALLOWED_HOSTS": "127.0.0.1",
+                                  "INGEST_NOTIFY_SECRET": SECRET}).start()
+    body = make_bundle({"d.txt": b"tell me"})
+    refused = stack.session.post(stack.url + "/upload", data=body, timeout=30, headers={
+        "Content-Type": "application/octet-stream",
+        "Callback-Url": "http://evil.example/hook"})
+    assert refused.status_code == 400 and "allow-list" in refused.json()["message"]
+    job_id = stack.ingest(body, headers={"Callback-Url": receiver.url})["job_id"]
+    tus = stack.session.post(stack.url + "/files/", timeout=30, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": str(len(body)), "Callback-Url": receiver.url})
+    reply = stack.session.patch(stack.url + tus.headers["Location"], data=body, timeout=60,
+                                headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
+                                         "Content-Type": "application/offset+octet-stream"})
+    tus_job = int(reply.headers["Ingest-Job-Id"])
+    stack.wait(tus_job)
+    wait_until(lambda: len(receiver.delivered()) >= 2, 30, "both callbacks")
+    assert sorted(doc["job"]["job_id"] for doc in receiver.delivered()) == sorted(
+        [job_id, tus_job])

@@ -22,7 +22,7 @@ from .db import BaseModel, LongTextField, retrying
 
 logger = logging.getLogger(__name__)
 
-PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "gave up"
+WAITING, PENDING, DELIVERED, GAVE_UP = "waiting", "pending", "delivered", "gave up"
 MAX_BACKOFF = 300.0  # seconds between two attempts at most
 
 
@@ -75,19 +75,38 @@ def _without_credentials(url: str) -> str:
     return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
 
 
-def record(job_id: int, urls: list[str], receipt_sha256: str | None) -> list[str]:
-    """Record one delivery per URL of a finished job; return the ids new to this call."""
-    job = jobs.get(job_id)
+def register_callback(job_id: int, url: str) -> None:
+    """Keep a client's Callback-Url until its job ends (``record`` then fills it in)."""
+    retrying(Delivery.insert(delivery_id=str(uuid.uuid4()), job_id=job_id, url=url, body="",
+                             state=WAITING).on_conflict_ignore().execute)
+
+
+def _body(job: jobs.Job, delivery_id: str, receipt_sha256: str | None) -> str:
     event = "job.completed" if job.state == jobs.OK else "job.failed"
+    return json.dumps({"event": event, "delivery_id": delivery_id, "job": job.as_dict(),
+                       "receipt_sha256": receipt_sha256}, sort_keys=True)
+
+
+def record(job_id: int, urls: list[str], receipt_sha256: str | None) -> list[str]:
+    """Record one delivery per configured URL and client callback of a finished job.
+
+    Returns the ids to send: new to this call (a redelivered job sends nothing twice)."""
+    job = jobs.get(job_id)
     created = []
     for url in urls:
         delivery_id = str(uuid.uuid4())
-        body = json.dumps({"event": event, "delivery_id": delivery_id, "job": job.as_dict(),
-                           "receipt_sha256": receipt_sha256}, sort_keys=True)
         inserted = retrying(Delivery.insert(delivery_id=delivery_id, job_id=job_id, url=url,
-                                            body=body).on_conflict_ignore().execute)
+                                            body=_body(job, delivery_id, receipt_sha256))
+                            .on_conflict_ignore().execute)
         if inserted and Delivery.get_or_none(Delivery.delivery_id == delivery_id):
             created.append(delivery_id)
+    waiting = Delivery.select().where((Delivery.job_id == job_id) & (Delivery.state == WAITING))
+    for row in waiting:
+        claimed = Delivery.update(body=_body(job, row.delivery_id, receipt_sha256),
+                                  state=PENDING, updated=jobs.utcnow()).where(
+            (Delivery.delivery_id == row.delivery_id) & (Delivery.state == WAITING))
+        if retrying(claimed.execute):
+            created.append(row.delivery_id)
     return created
 
 

@@ -188,7 +188,7 @@ def install(app: Celery, settings: Settings) -> None:
                                          envelope and envelope["sha256"]):
             deliver.apply_async(args=[delivery_id], queue=settings.celery.queue_name)
 
-    on_end = notify_end if settings.notify.urls else None
+    on_end = notify_end if settings.notify.urls or settings.notify.allow_client_urls else None
 
     @app.task(name=TASK_INGEST, acks_late=True, reject_on_worker_lost=True)
     def ingest(job_id: int) -> None:

@@ -65,7 +65,9 @@ def build_intake(settings: Settings, enqueue) -> Intake:
     return Intake(ids, staging, enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
                   moves_allowed=bool(settings.move.allowed_roots),
-                  idempotency_ttl=settings.ingest.idempotency_ttl)
+                  idempotency_ttl=settings.ingest.idempotency_ttl,
+                  callback_hosts=(settings.notify.allowed_hosts
+                                  if settings.notify.allow_client_urls else None))
 
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:

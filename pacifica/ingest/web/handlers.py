@@ -117,8 +117,9 @@ class Upload(IntakeHandler):
             raise cherrypy.HTTPError(400, "the request body is empty: POST the tar bundle")
         with self.slots.hold(user) as body:
             try:
-                return self.intake.accept_bundle(body, length, user,
-                                                 self.claim(body_fingerprint(length)))
+                return self.intake.accept_bundle(
+                    body, length, user, self.claim(body_fingerprint(length)),
+                    self.intake.callback(request.headers.get("Callback-Url")))
             except idempotency.Replayed as replay:
                 return self.replayed(replay, length, body)
 
@@ -136,7 +137,9 @@ class Move(IntakeHandler):
         document = cherrypy.request.json
         digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
         try:
-            return self.intake.accept_move(document, self.user(), self.claim(f"sha256={digest}"))
+            return self.intake.accept_move(
+                document, self.user(), self.claim(f"sha256={digest}"),
+                self.intake.callback(cherrypy.request.headers.get("Callback-Url")))
         except idempotency.Replayed as replay:
             return self.replayed(replay)
 

@@ -58,7 +58,7 @@ class ResumableUploads:
         self.max_metadata = max_metadata
 
     def create(self, length: int, user: str, metadata: str = "",
-               claim: idempotency.Claim | None = None) -> UploadInfo:
+               claim: idempotency.Claim | None = None, callback: str = "") -> UploadInfo:
         """Check the limits (as for a POSTed bundle), reserve the length, start an empty upload.
 
         With an Idempotency-Key the upload it already names is the answer."""
@@ -70,7 +70,7 @@ class ResumableUploads:
         if earlier is not None:
             return earlier
         with self.reservations.reserve(length, user):
-            info = self.store.create(length, user, metadata)
+            info = self.store.create(length, user, metadata, callback)
         if claim is not None:
             try:
                 idempotency.bind(user, claim, self.intake.idempotency_ttl,
@@ -189,7 +189,8 @@ class ResumableUploads:
     def _land(self, info: UploadInfo) -> None:
         """The last byte is in: make the job, move the bytes to its path, queue it (idempotent)."""
         if info.job_id is None:
-            info.job_id = self.intake.new_job(info.user, jobs.KIND_UPLOAD, info.length)
+            info.job_id = self.intake.new_job(info.user, jobs.KIND_UPLOAD, info.length,
+                                              callback=info.callback)
             self.store.save(info)
         path = self.intake.staging.path_for(info.job_id)
         part = self.store.part_path(info.upload_id)
@@ -313,7 +314,8 @@ class TusFiles(Authenticated):
         key = idempotency.parse_key(_header("Idempotency-Key"))
         claim = key and idempotency.Claim(key, f"upload-length={length}, metadata-sha256="
                                                + hashlib.sha256(metadata.encode()).hexdigest())
-        info = self.uploads.create(length, user.user, metadata, claim or None)
+        info = self.uploads.create(length, user.user, metadata, claim or None,
+                                   self.uploads.intake.callback(_header("Callback-Url")))
         location = f"{self.public_url}/files/{info.upload_id}"
         cherrypy.response.headers["Location"] = location
         self._describe(info, self.uploads.store.offset(info))

@@ -43,6 +43,7 @@ class UploadInfo:
     metadata: str = ""  # the Upload-Metadata header as the client sent it
     created: float = 0.0
     job_id: int | None = None  # set when the last byte is in, just before the bundle lands
+    callback: str = ""  # the client's Callback-Url, told when the job ends
 
 
 def not_found(upload_id: str) -> UploadError:
@@ -84,9 +85,10 @@ class TusStore:
 
     # -- life cycle -----------------------------------------------------------------------
 
-    def create(self, length: int, user: str, metadata: str = "") -> UploadInfo:
+    def create(self, length: int, user: str, metadata: str = "", callback: str = "") -> UploadInfo:
         """A new empty upload with an unguessable id."""
-        info = UploadInfo(uuid.uuid4().hex, length, user, metadata, created=time.time())
+        info = UploadInfo(uuid.uuid4().hex, length, user, metadata, created=time.time(),
+                          callback=callback)
         open(self._path(info.upload_id, ".lock"), "xb").close()  # pylint: disable=consider-using-with
         open(self.part_path(info.upload_id), "xb").close()  # pylint: disable=consider-using-with
         self.save(info)
