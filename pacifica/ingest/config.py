@@ -34,6 +34,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "tus_max_metadata": ("4 Kb", None),
         "tus_user_quota": ("1 Tb", None),
         "public_url": ("", None),
+        "cors_origins": ("", None),
         "keep_failed": ("86400", None),
         "idempotency_ttl": ("86400", None),
         "min_upload_rate": ("1 Kb", None),
@@ -138,6 +139,7 @@ class IngestSettings:
     tus_max_metadata: int = 4096
     tus_user_quota: int = 1024**4
     public_url: str = ""
+    cors_origins: tuple[str, ...] = ()
     keep_failed: float = 86400.0
     idempotency_ttl: float = 86400.0
     min_upload_rate: int = 1024
@@ -314,6 +316,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         tus_max_metadata=size("ingest", "tus_max_metadata"),
         tus_user_quota=size("ingest", "tus_user_quota"),
         public_url=get("ingest", "public_url").rstrip("/"),
+        cors_origins=_words(get("ingest", "cors_origins")),
         keep_failed=number("ingest", "keep_failed", float),
         idempotency_ttl=number("ingest", "idempotency_ttl", float),
         min_upload_rate=size("ingest", "min_upload_rate"),

@@ -28,6 +28,7 @@ from .. import db, idempotency, jobs
 from ..auth import Identity
 from ..periodic import Periodic
 from ..errors import UploadError
+from . import cors
 from .errors import json_errors
 from .framing import body_length
 from .identity import Authenticated
@@ -376,4 +377,5 @@ def mount(root, uploads: ResumableUploads, settings, identifier: Identifier,
     """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
     root.files = TusFiles(uploads, identifier, slots, settings.ingest.max_bundle_size,
                           settings.ingest.public_url)
-    return {"/files": {"request.process_request_body": False}}
+    return {"/files": {"request.process_request_body": False,
+                       **cors.config(settings.ingest.cors_origins)}}
