@@ -1,6 +1,7 @@
 """Composition root of the frontend: build the handlers, tools and CherryPy config."""
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -55,6 +56,51 @@ class DatabaseTool(cherrypy.Tool):
 
 cherrypy.tools.ingest_db = DatabaseTool()
 
+# What to say for an unknown path, by its first component (docs/PROTOCOL.md lists them all).
+ENDPOINT_HINTS = {
+    "upload": "POST bundles to /upload",
+    "ingest": "POST bundles to /ingest",
+    "move": "POST move requests (JSON) to /move",
+    "get_state": "ask GET /get_state?job_id=N",
+    "get_files": "ask GET /get_files?job_id=N",
+}
+ALL_ENDPOINTS = ("the endpoints are GET /, POST /upload (or /ingest), POST /move, "
+                 "GET /get_state?job_id=N, GET /get_files?job_id=N and tus under /files/ "
+                 "(docs/PROTOCOL.md)")
+
+
+def no_such_endpoint(path: str) -> str:
+    """The 404 message for an unknown path: what it is and where to go instead."""
+    parts = [part for part in path.split("/") if part]
+    hint = ENDPOINT_HINTS.get(parts[0], ALL_ENDPOINTS) if parts else ALL_ENDPOINTS
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return f"no such endpoint {shown}; {hint}"
+
+
+def _takes_sub_paths(resource) -> bool:
+    """Whether any method of a handler takes extra path components (``*path``)."""
+    return any(
+        name.isupper() and callable(method) and any(
+            p.kind is p.VAR_POSITIONAL for p in inspect.signature(method).parameters.values())
+        for name, method in inspect.getmembers(resource))
+
+
+class Endpoints(cherrypy.dispatch.MethodDispatcher):
+    """Method dispatch where every unknown path, under any method, is a 404 naming the right URL
+    (CherryPy would call ``Upload.POST`` with the rest of ``/upload/x`` and fail with a 500)."""
+
+    def find_handler(self, path):
+        resource, vpath = super().find_handler(path)
+        if resource is not None and vpath and not _takes_sub_paths(resource):
+            resource = None
+        return resource, vpath
+
+    def __call__(self, path_info):
+        super().__call__(path_info)
+        request = cherrypy.serving.request
+        if isinstance(request.handler, cherrypy.NotFound):
+            request.handler = cherrypy.HTTPError(404, no_such_endpoint(path_info))
+
 
 def default_enqueue(settings: Settings):
     """Send tasks through Celery by name: the frontend never imports the pipeline."""
@@ -85,7 +131,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     streaming = {"request.process_request_body": False}
     config = {
         "/": {
-            "request.dispatch": cherrypy.dispatch.MethodDispatcher(),
+            "request.dispatch": Endpoints(),
             "error_page.default": error_page,
             "tools.ingest_db.on": True,
             "request.show_tracebacks": False,

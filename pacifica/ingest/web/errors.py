@@ -63,4 +63,4 @@ def error_page(status, message, traceback, version):  # pylint: disable=redefine
     """CherryPy's error page, as JSON in the shape the original service used."""
     cherrypy.response.headers["Content-Type"] = "application/json"
     return json.dumps({"status": status, "message": message, "traceback": traceback,
-                       "version": version or __version__})
+                       "version": __version__})

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import cherrypy
 import peewee
 
-from .. import db, jobs
+from .. import __version__, db, jobs
 from ..errors import JobNotFound
 from .errors import BadJobId, database_unavailable, parse_job_id
 
@@ -67,4 +67,4 @@ class FastJobState:
 
 def _error(status: int, message: str) -> tuple[int, dict]:
     return status, {"status": REASONS[status], "message": message, "traceback": "",
-                    "version": cherrypy.__version__}
+                    "version": __version__}
