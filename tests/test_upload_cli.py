@@ -94,6 +94,7 @@ def test_run_again_continues_a_broken_upload(stack, tmp_path):
     finally:
         relay.close()
     assert again.returncode == 0, again.stderr
+    assert "resuming the upload at byte" in again.stderr, again.stderr  # said, not silent
     state = json.loads(again.stdout)
     head = requests.head(upload_url.replace(f":{relay.port}/", f":{stack.port}/"),
                          headers={"Tus-Resumable": "1.0.0"}, timeout=30)
