@@ -58,13 +58,18 @@ def _causes(err: BaseException):
 def explain_unreachable(url: str, err: Exception) -> str | None:
     """What went wrong before any byte reached ``url`` (None when the connection was made)."""
     causes = list(_causes(err))
-    if any(isinstance(c, (NameResolutionError, socket.gaierror)) for c in causes):
+
+    def first(*kinds):
+        return next((c for c in causes if isinstance(c, kinds)), None)
+
+    if first(NameResolutionError, socket.gaierror):
         return (f"cannot resolve the host name of {url}: check the spelling of --url "
                 "(no request was sent)")
-    if any(isinstance(c, (requests.exceptions.SSLError, ssl.SSLError)) for c in causes):
-        return (f"the TLS handshake with {url} failed ({causes[-1]}): if the server speaks "
+    tls = first(ssl.SSLError)
+    if tls or first(requests.exceptions.SSLError):
+        return (f"the TLS handshake with {url} failed ({tls or err}): if the server speaks "
                 "plain HTTP use http://, else check its certificate (no request was sent)")
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+    if first(ConnectionRefusedError):
         return (f"nothing listens at {url} (connection refused): is the server running, and "
                 "is the port right? `bash scripts/run.sh` starts one on http://127.0.0.1:8066")
     if isinstance(err, requests.ConnectTimeout):
@@ -80,17 +85,12 @@ class _FileReads(Window):
     """A request body whose local read errors stay local: requests would report an OSError
     raised while sending as a broken connection."""
 
-    def __init__(self, stream, offset: int, count: int, on_bytes: Progress | None = None,
-                 label: str = "the bundle"):
-        super().__init__(stream, offset, count, on_bytes)
-        self.label = label
-
     def read(self, size: int = -1) -> bytes:
         try:
             return super().read(size)
         except OSError as err:
             named = getattr(err, "filename", None) or isinstance(err, SourceChanged)
-            raise LocalFileError(f"{err}" if named else f"{self.label}: {err}") from err
+            raise LocalFileError(f"{err}" if named else f"the bundle being sent: {err}") from err
 
 
 def _reason(reply: requests.Response) -> str:
@@ -154,7 +154,7 @@ class IngestClient:
         for prefix in ("http://", "https://"):
             self.calls.mount(prefix, requests.adapters.HTTPAdapter(max_retries=retry))
 
-    def check(self) -> dict:
+    def check(self) -> None:
         """``GET /`` once, before anything is hashed or sent: a server that cannot be reached
         fails at once (Unreachable) with the reason, instead of minutes of retries."""
         try:
@@ -163,10 +163,6 @@ class IngestClient:
             raise Unreachable(explain_unreachable(self.url, err)
                               or f"{self.url} could not be reached: {err}") from err
         logger.debug("GET %s/: %s %s", self.url, reply.status_code, reply.text[:200])
-        try:
-            return reply.json() if reply.status_code == 200 else {}
-        except ValueError:
-            return {}
 
     # -- one POST ---------------------------------------------------------------------
 
