@@ -19,6 +19,7 @@ setup(
         "requests>=2.28",
         "urllib3>=2",  # the client's Retry(backoff_max=...) and NameResolutionError
         "tqdm>=4.62",
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],

@@ -9,6 +9,7 @@ sending their heartbeat while their threads stream, so ``timeout`` never cuts an
 import os
 
 from pacifica.ingest.config import load
+from pacifica.ingest.web.header_names import gunicorn_pre_request
 
 _settings = load()
 
@@ -32,3 +33,8 @@ errorlog = "-"
 # two servers on a host, and the container user has no writable home.
 control_socket_disable = True
 loglevel = os.environ.get("INGEST_LOG_LEVEL", "info").lower()
+# Header names with underscores (X_Http_Authed_User) reach the hook, which drops them and
+# lists them for the application: it refuses one standing for the identity header (400)
+# instead of gunicorn's silent drop (web/header_names.py).
+header_map = "dangerous"
+pre_request = gunicorn_pre_request

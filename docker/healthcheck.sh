@@ -1,6 +1,7 @@
 #!/bin/sh
 # Container health (Dockerfile HEALTHCHECK), runnable on a bare host too:
-#   docker/healthcheck.sh frontend   GET / on the port of $INGEST_BIND answers 200
+#   docker/healthcheck.sh frontend   GET /ready on the port of $INGEST_BIND answers 200: the
+#                                    database, broker, volume and a live worker all answer
 #   docker/healthcheck.sh backend    this host's worker (celery@$(hostname)) answers a ping
 #                                    over the broker (RabbitMQ or Redis)
 set -eu
@@ -10,7 +11,7 @@ case "${1:-}" in
     port="${INGEST_BIND:-0.0.0.0:8066}"
     port="${port##*:}"
     exec python -c 'import sys, urllib.request
-with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=5) as reply:
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ready", timeout=8) as reply:
     sys.exit(0 if reply.status == 200 else 1)' "$port"
     ;;
   backend)

@@ -42,8 +42,8 @@ def partial_upload(port: int, length: int, send: int, path: str = "/upload") -> 
 
 
 def admin_jobs(stack, *options: str) -> list[dict]:
-    """``pacifica-ingest-cmd jobs`` as a list of dicts."""
-    return json.loads(stack.admin("jobs", *options).stdout)
+    """``pacifica-ingest-cmd jobs --json`` as a list of dicts, newest first."""
+    return json.loads(stack.admin("jobs", "--json", *options).stdout)
 
 
 def job_expecting(stack, length: int) -> dict | None:

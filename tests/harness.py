@@ -22,6 +22,8 @@ from contextlib import closing
 
 import requests
 
+import processes
+
 logger = logging.getLogger(__name__)
 
 MARIADB = dict(host=os.environ.get("INGEST_TEST_MYSQL_HOST", "127.0.0.1"),
@@ -129,8 +131,8 @@ class Stack:
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(os.path.join(self.base, f"{name}.log"), "ab")  # pylint: disable=consider-using-with
         self._logs.append(log)
-        return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=self.base, start_new_session=True)
+        return processes.spawn(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=self.base)
 
     def admin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run ``pacifica-ingest-cmd`` with this stack's settings."""
@@ -187,29 +189,8 @@ class Stack:
     @staticmethod
     def kill(process: subprocess.Popen | None, sig: int = signal.SIGTERM,
              timeout: float = 30) -> None:
-        """Signal a process group and wait for it (SIGKILL if it will not stop).
-
-        SIGTERM goes to the leader only: a Celery main process stops its own pool, and pool
-        children killed beside it leave it waiting 30 s for them.  Leftovers are then killed.
-        """
-        if process is None or process.poll() is not None:
-            return
-        try:
-            if sig == signal.SIGTERM:
-                process.send_signal(sig)
-            else:
-                os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=timeout)
+        """Stop a process and its whole group (see ``processes.end``)."""
+        processes.end(process, sig, timeout)
 
     def stop(self) -> None:
         """Stop every process and drop the database."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import requests
 
+import processes
 from harness import free_port
 
 logger = logging.getLogger(__name__)
@@ -155,15 +156,7 @@ class Service:
 
     def stop(self) -> None:
         """SIGTERM its process group, SIGKILL if it lingers, then run the cleanups."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(15)
+        processes.end(self.process, signal.SIGTERM, grace=15)
         for cleanup in reversed(self.cleanups):
             try:
                 cleanup()
@@ -181,9 +174,8 @@ def _start(name: str, folder: Path, command, env: dict, attempts: int = 3) -> Se
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         with open(folder / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(command(port), cwd=folder, env=full_env, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+            process = processes.spawn(command(port), cwd=folder, env=full_env, stdout=log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         service = Service(name, url, process, folder)
         problem = _wait_ready(service)
         if not problem:
@@ -322,12 +314,15 @@ def take_id(uniqueid_url: str, mode: str) -> int:
 
 
 def cli_upload(folder: Path, source_dir: Path, paths: list[str], ingest_url: str,
-               uploader_json: list, timeout: float = 180) -> subprocess.CompletedProcess:
+               uploader_json: list, timeout: float = 180,
+               auth: tuple[str, str] | None = None) -> subprocess.CompletedProcess:
     """``pacifica-cli upload PATHS`` from ``source_dir`` to our frontend, waiting for the end.
 
     The CLI is configured by files, not its interactive ``configure``: an endpoint INI and
-    the metadata template (every value prefilled, so it queries no policy server).
+    the metadata template (every value prefilled, so it queries no policy server).  With
+    ``auth`` (user, password) it sends HTTP Basic (its ``basic`` authentication type).
     """
+    user, password = auth or ("", "")
     folder.mkdir(parents=True, exist_ok=True)
     ini = folder / "cli.ini"
     ini.write_text("[globals]\ninteractive = False\n[endpoints]\n"
@@ -338,7 +333,8 @@ def cli_upload(folder: Path, source_dir: Path, paths: list[str], ingest_url: str
                    "download_url = http://127.0.0.1:9\n"
                    "download_policy_url = http://127.0.0.1:9/status/transactions/by_id\n"
                    "ca_bundle = True\n"
-                   "[authentication]\ntype = None\nusername =\npassword =\ncert =\nkey =\n")
+                   f"[authentication]\ntype = {'basic' if auth else 'None'}\n"
+                   f"username = {user}\npassword = {password}\ncert =\nkey =\n")
     template = folder / "uploader.json"
     template.write_text(json.dumps(uploader_json))
     return subprocess.run([tool("cli", "pacifica-cli"), "--config", str(template),

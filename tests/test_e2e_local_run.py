@@ -2,36 +2,55 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import requests
 
+import processes
 from factories import make_bundle
 from harness import free_port
 
 
-def test_one_command_serves_a_working_ingest(tmp_path):
+def _start_one_command(folder) -> tuple[subprocess.Popen, str]:
+    """`pacifica-ingest --dbsync --with-worker` in ``folder`` on its defaults, once it answers."""
     port = free_port()
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("INGEST_") and key not in (
                "VOLUME_PATH", "PEEWEE_URL", "BROKER_URL", "ARCHIVE_PATH")}
-    process = subprocess.Popen(  # pylint: disable=consider-using-with
+    process = processes.spawn(
         [sys.executable, "-m", "pacifica.ingest", "--dbsync", "--with-worker", "-p", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/", timeout=2).ok:
+                return process, url
+        except requests.RequestException:
+            if time.monotonic() > deadline or process.poll() is not None:
+                processes.end(process)
+                raise AssertionError("the service did not come up") from None
+            time.sleep(0.2)
+
+
+def _workers_in(folder) -> list[int]:
+    """Celery processes of this session that run in ``folder``."""
+    found = []
+    for pid in processes.descendants():
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd == str(folder) and "celery" in processes.command_line(pid):
+            found.append(pid)
+    return found
+
+
+def test_one_command_serves_a_working_ingest(tmp_path):
+    process, url = _start_one_command(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "the service did not come up"
-                time.sleep(0.2)
         files = {"hello/world.txt": b"hello, archive\n"}
         job_id = requests.post(url + "/upload", data=make_bundle(files), timeout=60).json()["job_id"]
         deadline = time.monotonic() + 90
@@ -48,5 +67,23 @@ def test_one_command_serves_a_working_ingest(tmp_path):
         assert stored.read_bytes() == files["hello/world.txt"]
         assert (tmp_path / "var" / "ingest.sqlite3").exists()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        processes.end(process)
+
+
+def test_one_command_takes_its_worker_down_when_killed(tmp_path):
+    """SIGKILL of the frontend leaves no worker behind (the worker gets a parent-death signal)."""
+    process, _ = _start_one_command(tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not _workers_in(tmp_path):
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.2)
+        process.kill()  # the frontend alone: its worker leads a group of its own
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _workers_in(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _workers_in(tmp_path) == [], "the worker outlived its frontend"
+    finally:
+        processes.kill_all(_workers_in(tmp_path))
+        processes.end(process)

@@ -1,5 +1,6 @@
-"""``POST /move`` on the embedded defaults: files already in the local archive taken under new ids,
-bad requests answered with JSON errors, and ``pacifica-ingest-cmd retry --move``."""
+"""``POST /move`` on the embedded defaults with ``[move] allowed_roots`` set: files beneath a
+root copied into the local archive under new ids, bad requests answered with JSON errors, and
+``pacifica-ingest-cmd retry --move``.  (What a move refuses: tests/test_security_move.py.)"""
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ pytestmark = pytest.mark.e2e
 
 
 def place(stack, relative: str, data: bytes) -> str:
-    """Put a file inside the stack's local archive (where a move may take it from)."""
-    path = os.path.join(stack.archive, relative)
+    """Put a file beneath the stack's allowed root (where a move may take it from)."""
+    path = os.path.join(stack.base, "incoming", relative)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(data)
@@ -29,40 +30,44 @@ def move(stack, entries: list) -> dict:
     return stack.wait(answer["job_id"])
 
 
-def test_move_links_archived_files_under_new_ids(stack):
-    relative = place(stack, "incoming/run-1/a.bin", os.urandom(20_000))
-    absolute = place(stack, "incoming/run-1/b.txt", b"bee")
+def test_move_copies_files_under_new_ids(move_stack):
+    first = place(move_stack, "run-1/a.bin", os.urandom(20_000))
+    second = place(move_stack, "run-1/b.txt", b"bee")
     entries = TRANSACTION + [
-        file_entry("run/a.bin", open(relative, "rb").read(), source="incoming/run-1/a.bin"),
-        file_entry("run/b.txt", b"bee", source=absolute),
+        file_entry("run/a.bin", open(first, "rb").read(), source=first),
+        file_entry("run/b.txt", b"bee", source=second),
     ]
 
-    state = move(stack, entries)
+    state = move(move_stack, entries)
 
     assert state["state"] == "OK", state
     assert (state["task"], state["task_percent"], state["complete"]) == ("ingest metadata",
                                                                          "100.0", True)
-    listing = stack.files(state["job_id"])["files"]
+    listing = move_stack.files(state["job_id"])["files"]
     assert [(f["subdir"], f["name"]) for f in listing] == [("run", "a.bin"), ("run", "b.txt")]
-    for entry, source in zip(listing, (relative, absolute)):
-        with open(stack.archive_path(entry["_id"]), "rb") as stored, open(source, "rb") as old:
+    for entry, source in zip(listing, (first, second)):
+        with open(move_stack.archive_path(entry["_id"]), "rb") as stored, \
+                open(source, "rb") as old:
             assert stored.read() == old.read()
 
 
-def test_move_takes_nothing_from_outside_the_archive(stack, tmp_path):
+def test_move_takes_nothing_from_outside_the_allowed_roots(move_stack, tmp_path):
     outside = tmp_path / "secret.txt"
     outside.write_bytes(b"secret")
     entries = TRANSACTION + [file_entry("s.txt", b"secret", source=str(outside)),
                              file_entry("t.txt", b"t", source="../../etc/passwd")]
-    state = move(stack, entries)
+    before = move_stack.archive_files()
+    state = move(move_stack, entries)
 
     assert state["state"] == "FAILED", state
-    assert state["task"] == "move files"
-    assert f"{outside} is not in the local archive" in state["exception"]
+    assert state["task"] == "load metadata"
+    assert f"'{outside}': not beneath a directory [move] allowed_roots lists" in state["exception"]
+    assert "'../../etc/passwd': a source must be an absolute path" in state["exception"]
+    assert move_stack.archive_files() == before
 
 
-def test_move_entry_without_source_fails_at_load_metadata(stack):
-    state = move(stack, TRANSACTION + [file_entry("a.txt", b"a")])
+def test_move_entry_without_source_fails_at_load_metadata(move_stack):
+    state = move(move_stack, TRANSACTION + [file_entry("a.txt", b"a")])
 
     assert state["state"] == "FAILED", state
     assert state["task"] == "load metadata"
@@ -73,8 +78,8 @@ def test_move_entry_without_source_fails_at_load_metadata(stack):
     (b'[{"destinationTable": "Files", ', "Invalid JSON document"),
     (b'{"destinationTable": "Transactions.submitter", "value": 10}', "a JSON list"),
 ])
-def test_bad_move_request_is_a_json_400(stack, body, words):
-    reply = stack.move(body)
+def test_bad_move_request_is_a_json_400(move_stack, body, words):
+    reply = move_stack.move(body)
 
     assert reply.status_code == 400, reply.text
     answer = reply.json()
@@ -82,18 +87,20 @@ def test_bad_move_request_is_a_json_400(stack, body, words):
     assert words in answer["message"]
 
 
-def test_admin_retry_move_after_the_file_arrives(stack):
-    entries = TRANSACTION + [file_entry("late.bin", b"late", source="incoming/late.bin")]
-    failed = move(stack, entries)
+def test_admin_retry_move_after_the_file_arrives(move_stack):
+    late = os.path.join(move_stack.base, "incoming", "late.bin")
+    entries = TRANSACTION + [file_entry("late.bin", b"late", source=late)]
+    failed = move(move_stack, entries)
     assert failed["state"] == "FAILED", failed
     assert failed["task"] == "move files"
+    assert f"'{late}': does not exist" in failed["exception"]
 
-    place(stack, "incoming/late.bin", b"late")
-    stack.admin("retry", "--job_id", str(failed["job_id"]), "--move")
-    state = stack.wait(failed["job_id"])
+    place(move_stack, "late.bin", b"late")
+    move_stack.admin("retry", "--job_id", str(failed["job_id"]), "--move")
+    state = move_stack.wait(failed["job_id"])
 
     assert state["state"] == "OK", state
-    listing = stack.files(failed["job_id"])["files"]
+    listing = move_stack.files(failed["job_id"])["files"]
     assert [f["name"] for f in listing] == ["late.bin"]
-    with open(stack.archive_path(listing[0]["_id"]), "rb") as stored:
+    with open(move_stack.archive_path(listing[0]["_id"]), "rb") as stored:
         assert stored.read() == b"late"

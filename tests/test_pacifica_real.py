@@ -9,6 +9,7 @@ import concurrent.futures
 import json
 import os
 import re
+import uuid
 
 import pytest
 import requests
@@ -98,9 +99,16 @@ def ids_and_archive(core, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def full_chain(services, tmp_path_factory):
+def move_root(tmp_path_factory):
+    """The folder ``full_chain``'s /move may take files from ([move] allowed_roots)."""
+    return tmp_path_factory.mktemp("move-sources")
+
+
+@pytest.fixture(scope="module")
+def full_chain(services, move_root, tmp_path_factory):
     """Our service with all four seams remote."""
-    yield from started_stack(tmp_path_factory, "remote-all", remote_env(services))
+    yield from started_stack(tmp_path_factory, "remote-all",
+                             remote_env(services, INGEST_MOVE_ALLOWED_ROOTS=str(move_root)))
 
 
 def stored(services, file_id: int) -> bytes:
@@ -254,40 +262,54 @@ def test_pacifica_cli_uploads_through_our_frontend(services, full_chain, tmp_pat
         assert stored(services, recorded[path]["_id"]) == data, path
 
 
-def test_move_patches_files_into_the_archive_interface(services, full_chain, tmp_path):
+def test_move_patches_files_into_the_archive_interface(services, full_chain, move_root):
+    folder = move_root / "patched"
+    folder.mkdir()
     files = {"run/a.bin": os.urandom(10_000), "run/b.txt": b"bee"}
     entries = [dict(e) for e in TRANSACTION]
     for path, data in files.items():
-        source = tmp_path / path.replace("/", "-")
+        source = folder / path.replace("/", "-")
         source.write_bytes(data)
         entries.append(file_entry(path, data, mimetype="application/octet-stream",
                                   source=str(source)))
+    patches = access_count(services["archive"], "PATCH", "/")
 
     reply = full_chain.move(entries)
     assert reply.status_code == 200, reply.text
     state = full_chain.wait(reply.json()["job_id"])
 
     assert state["state"] == "OK", state
+    assert access_count(services["archive"], "PATCH", "/") == patches + len(files)
     assert (state["task"], state["task_percent"]) == ("ingest metadata", "100.0")
     record = pac.transaction(services["metadata"].url, state["job_id"])
     recorded = {f"{f['subdir']}/{f['name']}": f for f in record["files"].values()}
     assert set(recorded) == set(files)
     for path, data in files.items():
         assert stored(services, recorded[path]["_id"]) == data, path
-    assert not list(tmp_path.glob("run-*"))  # the Archive Interface moved them
+    assert not list(folder.glob("run-*"))  # the Archive Interface moved them
 
 
-def test_move_of_a_missing_file_fails_with_the_archive_interfaces_message(services,
-                                                                          full_chain, tmp_path):
-    entries = TRANSACTION + [file_entry("gone.bin", b"gone", source=str(tmp_path / "gone"))]
+@pytest.mark.parametrize("make, words", [
+    (lambda folder: None, "does not exist"),
+    (lambda folder: (folder / "gone").symlink_to("/etc/hostname"), "is a symbolic link"),
+    (lambda folder: (folder / "gone").write_bytes(b"longer than claimed"), "size mismatch"),
+], ids=["missing", "link", "size"])
+def test_a_source_that_fails_the_check_is_never_sent_to_the_archive_interface(
+        services, full_chain, move_root, make, words):
+    folder = move_root / f"unsent-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    make(folder)
+    patches = access_count(services["archive"], "PATCH", "/")
+    entries = TRANSACTION + [file_entry("gone.bin", b"gone", source=str(folder / "gone"))]
     reply = full_chain.move(entries)
     assert reply.status_code == 200, reply.text
     state = full_chain.wait(reply.json()["job_id"])
 
     assert state["state"] == "FAILED", state
     assert state["task"] == "move files"
-    assert "No such file or directory" in state["exception"]
-    assert services["archive"].url in state["exception"]
+    assert f"'{folder / 'gone'}': " in state["exception"]
+    assert words in state["exception"]
+    assert access_count(services["archive"], "PATCH", "/") == patches
 
 
 def test_a_transaction_metadata_already_holds_counts_as_recorded(services, full_chain):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from pacifica.ingest import db, jobs, schema
+from pacifica.ingest.auth import Identity
 from pacifica.ingest.config import DatabaseSettings
 from pacifica.ingest.errors import UploadError
 from pacifica.ingest.services.ids import CounterIdSource
@@ -20,6 +21,11 @@ from pacifica.ingest.web.intake import Intake
 from pacifica.ingest.web.staging import Staging
 from pacifica.ingest.web.tus import ResumableUploads
 from pacifica.ingest.web.tus_store import TusStore
+
+
+def acting(user: str) -> Identity:
+    """The identity of a request from ``user``."""
+    return Identity(user, authenticated=True)
 
 
 @pytest.fixture
@@ -55,7 +61,7 @@ def test_a_crash_before_the_queue_is_finished_by_the_sweep(uploads):
         assert handle.read() == body
     uploads.sweep()
     assert len(uploads.queued) == 1  # landing is idempotent: queued once
-    landed, offset = uploads.status(info.upload_id, "alice")
+    landed, offset = uploads.status(info.upload_id, acting("alice"))
     assert (landed.job_id, landed.landed, offset) == (info.job_id, True, len(body))
 
 
@@ -69,12 +75,12 @@ def test_an_interrupted_chunk_keeps_its_bytes_unless_checksummed(uploads):
 
     info = uploads.create(5000, "bob")
     with pytest.raises(UploadError, match="interrupted after 3000 of 4000"):
-        uploads.append(info.upload_id, "bob", 0, Broken(b"a" * 3000), 4000, None)
-    assert uploads.status(info.upload_id, "bob")[1] == 3000
+        uploads.append(info.upload_id, acting("bob"), 0, Broken(b"a" * 3000), 4000, None)
+    assert uploads.status(info.upload_id, acting("bob"))[1] == 3000
     with pytest.raises(UploadError, match="interrupted"):
-        uploads.append(info.upload_id, "bob", 3000, Broken(b"b" * 1000), 2000,
+        uploads.append(info.upload_id, acting("bob"), 3000, Broken(b"b" * 1000), 2000,
                        ("sha1", b"\0" * 20))
-    assert uploads.status(info.upload_id, "bob")[1] == 3000
+    assert uploads.status(info.upload_id, acting("bob"))[1] == 3000
 
 
 def test_a_second_request_waits_for_the_first_then_gets_423(uploads):
@@ -96,11 +102,11 @@ def test_a_second_request_waits_for_the_first_then_gets_423(uploads):
                 pass
         assert caught.value.status == 423
         assert uploads.sweep() == 0  # in use, so not abandoned, whatever its age
-        assert uploads.status(info.upload_id, "carol")[1] == 0  # HEAD answers all the same
+        assert uploads.status(info.upload_id, acting("carol"))[1] == 0  # HEAD answers all the same
     finally:
         release.set()
         thread.join(10)
-    assert uploads.status(info.upload_id, "carol")[1] == 0
+    assert uploads.status(info.upload_id, acting("carol"))[1] == 0
 
 
 def test_expiry_removes_idle_partial_uploads_only(uploads):
@@ -110,7 +116,7 @@ def test_expiry_removes_idle_partial_uploads_only(uploads):
     assert uploads.store.is_expired(idle.upload_id, later)
     assert not uploads.store.is_expired(idle.upload_id)
     with pytest.raises(UploadError) as caught:
-        uploads.status("f" * 32, "dave")
+        uploads.status("f" * 32, acting("dave"))
     assert caught.value.status == 404
     assert uploads.sweep(now=time.time()) == 0
     assert uploads.sweep(now=later) == 1

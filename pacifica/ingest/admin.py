@@ -7,9 +7,13 @@ import logging
 import os
 import sys
 
-from . import catalog, db, jobs, recovery, schema, startup
-from .errors import JobNotFound
+from . import auth, catalog, db, jobs, recovery, schema, startup
+from .archive import from_settings as archive_from_settings
+from .errors import AdminRefused, IngestError
+from .files import unlink_quietly
+from .pipeline import rollback
 from .queue import Enqueuer, make_celery, submit
+from .web.staging import Staging
 
 logger = logging.getLogger(__name__)
 
@@ -37,19 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
     retry.add_argument("--path", help="the bundle (or move JSON); default: the job's own")
     retry.add_argument("--move", action="store_true", help="the path is a move request")
+    retry.add_argument("--force", action="store_true",
+                       help="also retry a job that finished OK (its archived files are "
+                            "replaced) or one not finished whose worker is gone")
 
     files = commands.add_parser("files", help="list what a job ingested (embedded catalog)")
     files.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
 
-    listing = commands.add_parser("jobs", help="list jobs by state and age (find stuck ones)")
+    listing = commands.add_parser("jobs", help="list jobs, newest first, by state and age "
+                                               "(find stuck ones)")
     listing.add_argument("--state", choices=(jobs.OK, jobs.FAILED))
-    listing.add_argument("--queue-state", choices=(jobs.RECEIVING, jobs.WAITING, jobs.QUEUED))
+    listing.add_argument("--queue-state", choices=(jobs.RECEIVING, jobs.WAITING, jobs.QUEUED,
+                                                   jobs.DONE))
     listing.add_argument("--older-than", type=float, metavar="SECONDS",
                          help="only jobs not updated for this many seconds")
     listing.add_argument("--running", action="store_true", help="only jobs not finished yet")
     listing.add_argument("--stale", action="store_true",
                          help="only running jobs without progress for [ingest] stale_after")
-    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    listing.add_argument("--json", action="store_true",
+                         help="every field as JSON instead of a table")
 
     requeue = commands.add_parser("requeue", help="queue jobs again, keeping their file ids")
     _add_selection(requeue)
@@ -61,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
                                         "dead frontend left, queue again jobs a dead worker lost")
+
+    token = commands.add_parser("token", help="API tokens: users sending one need no proxy")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="make a token; it is printed only once")
+    create.add_argument("--user", required=True, help="the user the token acts for")
+    tokens = token_commands.add_parser("list", help="tokens (never their secrets)")
+    tokens.add_argument("--user", help="only this user's")
+    revoke = token_commands.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("token", metavar="ID_OR_PREFIX", help="its id or prefix (token list)")
     return parser
 
 
@@ -103,13 +123,72 @@ def cmd_dbchk(args, settings) -> int:
     return 0 if ok else 1
 
 
+def _running(job) -> bool:
+    return job.state == jobs.OK and not job.complete
+
+
+def _check_retry_allowed(job, args, settings) -> None:
+    """A finished-OK or running job is retried only with --force, and never while it runs."""
+    if _running(job):
+        if recovery.owner_alive(job.owner, job.updated, settings.ingest.stale_after):
+            raise AdminRefused(f"job {job.job_id} is being run by {job.owner} (task "
+                               f"{job.task!r}); wait for it, or `fail` it first")
+        if not args.force:
+            raise AdminRefused(f"job {job.job_id} has not finished (task {job.task!r}, "
+                               f"{job.queue_state}); `requeue` it, or pass --force to retry it")
+    elif job.state == jobs.OK and not args.force:
+        raise AdminRefused(f"job {job.job_id} already finished OK; pass --force to ingest it "
+                           "again (its files in the archive are replaced)")
+
+
+def _bundle_on_volume(job, args, settings) -> str:
+    """The bundle to ingest, on the volume: the job's own, or a durable copy of --path."""
+    staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
+                      settings.ingest.max_bundle_size, settings.ingest.min_free_space)
+    move = args.move or (job.kind == jobs.KIND_MOVE and not args.path)
+    target = staging.path_for(job.job_id, ".json" if move else ".tar")
+    if not args.path:
+        if not job.path or not os.path.isfile(job.path):
+            raise AdminRefused(
+                f"the bundle of job {job.job_id} is no longer on the volume (failed bundles are "
+                "kept for [ingest] keep_failed seconds); upload it again or pass --path FILE")
+        if os.path.realpath(job.path) == os.path.realpath(target):
+            return target
+    source = os.path.abspath(args.path or job.path)
+    if not os.path.isfile(source):
+        raise AdminRefused(f"{source} is not a regular file")
+    size = os.path.getsize(source)
+    if move:
+        if size > settings.ingest.max_metadata_size:
+            raise AdminRefused(f"{source} is {size} bytes, over [ingest] max_metadata_size")
+        with open(source, "rb") as handle:
+            return staging.write_document(job.job_id, handle.read())
+    staging.check_room(size)
+    with open(source, "rb") as handle:
+        return staging.receive(job.job_id, handle, size)
+
+
+def _undo_finished(job, settings) -> None:
+    """Before a forced retry of a finished-OK job: take its files out of the archive and its
+    embedded catalog rows away (the retry gets a new file-id range, so nothing is orphaned)."""
+    if job.file_id_start is not None and job.file_count:
+        left = rollback(archive_from_settings(settings), job.file_id_start, job.file_count)
+        if left:
+            raise AdminRefused(f"job {job.job_id}: {left}; not retrying it")
+    catalog.forget(job.job_id)
+
+
 def cmd_retry(args, settings) -> int:
-    """Reset a job and queue it again."""
+    """Copy the bundle onto the volume, reset the job and queue it again."""
     job = jobs.get(args.job_id)
-    path = os.path.abspath(args.path) if args.path else job.path
-    if not path or not os.path.isfile(path):
-        raise SystemExit(f"no bundle to retry: {path or 'the job has no path'} is not a file "
-                         "(give --path)")
+    _check_retry_allowed(job, args, settings)
+    path = _bundle_on_volume(job, args, settings)
+    if job.state == jobs.OK and job.complete:
+        try:
+            _undo_finished(job, settings)
+        except AdminRefused:
+            unlink_quietly(path)  # the fresh copy: a finished job's own bundle is gone
+            raise
     kind = jobs.KIND_MOVE if args.move else job.kind
     jobs.reset(args.job_id, path=path)
     jobs.set_fields(args.job_id, kind=kind, file_id_start=None, file_count=None)
@@ -141,8 +220,40 @@ def cmd_jobs(args, settings) -> int:
         stale_after if args.stale else None)
     found = recovery.list_jobs(state=args.state, queue_state=args.queue_state, older_than=older,
                                running=args.running or args.stale, limit=args.limit)
-    _print([recovery.describe(job, stale_after) for job in found])
+    described = [recovery.describe(job, stale_after) for job in found]
+    if args.json:
+        _print(described)
+    else:
+        sys.stdout.write(_table(described))
     return 0
+
+
+TABLE_COLUMNS = (("job_id", "JOB"), ("state", "STATE"), ("complete", "DONE"), ("task", "TASK"),
+                 ("task_percent", "%"), ("queue_state", "QUEUE"), ("updated", "UPDATED"),
+                 ("owner", "OWNER"), ("attempts", "TRIES"), ("exception", "EXCEPTION"))
+
+
+def _cell(job: dict, key: str) -> str:
+    value = job[key]
+    if key == "state" and job["stale"]:
+        value += " (stale)"
+    elif key == "complete":
+        value = "yes" if value else "no"
+    elif key == "exception":
+        value = value.splitlines()[0][:60] if value else ""
+    return "" if value is None else str(value)
+
+
+def _table(described: list[dict]) -> str:
+    """Jobs as aligned columns, one line each; the exception's first line, cut short."""
+    rows = [[title for _, title in TABLE_COLUMNS]]
+    rows += [[_cell(job, key) for key, _ in TABLE_COLUMNS] for job in described]
+    widths = [max(len(row[n]) for row in rows) for n in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in rows]
+    if not described:
+        lines.append("(no jobs match)")
+    return "\n".join(lines) + "\n"
 
 
 def _selected(args, settings) -> list[int]:
@@ -154,41 +265,54 @@ def _selected(args, settings) -> list[int]:
         running=True, older_than=_stale_after(args, settings))]
 
 
+def _each_selected(args, settings, act) -> int:
+    """Apply ``act(job)`` to every selected job; print what changed; 1 if any was refused."""
+    result, refused = [], 0
+    for job_id in _selected(args, settings):
+        try:
+            act(jobs.get(job_id))
+        except AdminRefused as err:
+            logger.error("%s", err)
+            refused += 1
+            continue
+        result.append(recovery.describe(jobs.get(job_id), settings.ingest.stale_after))
+    _print(result)
+    return 1 if refused else 0
+
+
 def cmd_requeue(args, settings) -> int:
     """Reset jobs to OK and queue them again; file ids already given are kept."""
     enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
-    result = []
-    for job_id in _selected(args, settings):
-        job = jobs.get(job_id)
+
+    def requeue(job) -> None:
         if job.complete and job.state == jobs.OK:
-            logger.warning("job %s finished OK; not queueing it again", job_id)
-            continue
+            raise AdminRefused(f"job {job.job_id} finished OK; not queueing it again "
+                               "(`retry --force` ingests it again)")
+        if _running(job) and recovery.owner_alive(job.owner, job.updated,
+                                                  settings.ingest.stale_after):
+            raise AdminRefused(f"job {job.job_id} is being run by {job.owner}; not queueing "
+                               "it twice")
         if not job.path or not os.path.isfile(job.path):
-            logger.error("job %s: its bundle %s is not on the volume; use `fail` instead",
-                         job_id, job.path)
-            continue
-        jobs.reset(job_id)
-        if not submit(job_id, job.kind, enqueue):
+            raise AdminRefused(f"job {job.job_id}: its bundle {job.path} is not on the volume; "
+                               "use `fail` instead, or `retry --path FILE`")
+        jobs.reset(job.job_id)
+        if not submit(job.job_id, job.kind, enqueue):
             logger.warning("the broker did not take job %s; it waits and the frontend retries "
-                           "it", job_id)
-        result.append(recovery.describe(jobs.get(job_id), settings.ingest.stale_after))
-    _print(result)
-    return 0
+                           "it", job.job_id)
+
+    return _each_selected(args, settings, requeue)
 
 
 def cmd_fail(args, settings) -> int:
     """Mark jobs FAILED; remove partial files they left on the volume (not their bundles)."""
-    result = []
-    for job_id in _selected(args, settings):
-        job = jobs.get(job_id)
+    def fail(job) -> None:
         if job.complete:
-            logger.warning("job %s is already complete (%s); leaving it", job_id, job.state)
-            continue
-        jobs.fail(job_id, job.task, args.message)
-        recovery.remove_leftovers(settings.ingest.volume_path, job_id)
-        result.append(recovery.describe(jobs.get(job_id), settings.ingest.stale_after))
-    _print(result)
-    return 0
+            raise AdminRefused(f"job {job.job_id} has already finished ({job.state}); "
+                               "leaving it")
+        jobs.fail(job.job_id, job.task, args.message)
+        recovery.remove_leftovers(settings.ingest.volume_path, job.job_id)
+
+    return _each_selected(args, settings, fail)
 
 
 def cmd_recover(args, settings) -> int:
@@ -201,9 +325,23 @@ def cmd_recover(args, settings) -> int:
     return 0
 
 
+def cmd_token(args, settings) -> int:
+    """Create, list or revoke API tokens."""
+    if args.token_command == "create":
+        row, secret = auth.create_token(args.user)
+        logger.info("token %s (%s) for %s created; it is shown only now, keep it secret",
+                    row.token_id, row.prefix, row.user)
+        sys.stdout.write(secret + "\n")
+    elif args.token_command == "list":
+        _print(auth.list_tokens(args.user))
+    else:
+        _print(auth.revoke_token(args.token))
+    return 0
+
+
 COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": cmd_retry,
             "files": cmd_files, "jobs": cmd_jobs, "requeue": cmd_requeue, "fail": cmd_fail,
-            "recover": cmd_recover}
+            "recover": cmd_recover, "token": cmd_token}
 
 
 def main(argv=None) -> int:
@@ -216,7 +354,7 @@ def main(argv=None) -> int:
         if args.command not in ("dbsync", "dbchk"):
             schema.require_compatible()
         return COMMANDS[args.command](args, settings)
-    except (JobNotFound, schema.SchemaError) as err:
+    except (IngestError, schema.SchemaError, auth.AuthError) as err:
         logger.error("%s", err)
         return 1
     finally:

@@ -86,6 +86,13 @@ def record(job_id: int, user: str, entries: list) -> bool:
     return True
 
 
+def forget(job_id: int) -> None:
+    """Remove a job's transaction, key/values and files (before it is ingested again)."""
+    with database_proxy.atomic():
+        for model in (ArchivedFile, TransactionKeyValue, Transaction):
+            model.delete().where(model.job_id == job_id).execute()
+
+
 def files_of(job_id: int) -> list[dict]:
     """The files a job ingested, in id order."""
     query = ArchivedFile.select().where(ArchivedFile.job_id == job_id).order_by(ArchivedFile.file_id)

@@ -46,6 +46,11 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "admins": ("", None),
     },
     "move": {"allowed_roots": ("", None)},
+    "logging": {
+        "level": ("INFO", "INGEST_LOG_LEVEL"),
+        "format": ("text", None),
+        "get_state_level": ("DEBUG", None),
+    },
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
     "policy": {
         "ingest_url": ("", "POLICY_INGEST_URL"),
@@ -69,6 +74,8 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "queue_name": ("ingest", None),
         "concurrency": ("2", None),
         "max_memory_per_child": ("512 Mb", None),
+        "heartbeat_interval": ("5", None),
+        "worker_timeout": ("30", None),
     },
     "http": {
         "connect_timeout": ("10", None),
@@ -147,6 +154,15 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    """Log level and format of every process; the level of get_state's access lines."""
+
+    level: str = "INFO"
+    format: str = "text"
+    get_state_level: str = "DEBUG"
+
+
+@dataclass(frozen=True)
 class MoveSettings:
     """``/move``: refused unless sources lie beneath one of these roots."""
 
@@ -197,6 +213,8 @@ class CelerySettings:
     queue_name: str = "ingest"
     concurrency: int = 2
     max_memory_per_child: int = 512 * 1024**2
+    heartbeat_interval: float = 5.0
+    worker_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +240,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     move: MoveSettings = field(default_factory=MoveSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
 
 
@@ -316,6 +335,8 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         queue_name=get("celery", "queue_name"),
         concurrency=number("celery", "concurrency"),
         max_memory_per_child=size("celery", "max_memory_per_child"),
+        heartbeat_interval=number("celery", "heartbeat_interval", float),
+        worker_timeout=number("celery", "worker_timeout", float),
     )
     http = HttpSettings(
         connect_timeout=number("http", "connect_timeout", float),
@@ -332,8 +353,25 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
     move = MoveSettings(
         allowed_roots=tuple(os.path.abspath(root) for root in _words(get("move", "allowed_roots"))),
     )
+    log_settings = LoggingSettings(
+        level=_choice(get("logging", "level").upper(), "logging", "level", LOG_LEVELS),
+        format=_choice(get("logging", "format").lower(), "logging", "format", ("text", "json")),
+        get_state_level=_choice(get("logging", "get_state_level").upper(), "logging",
+                                "get_state_level", LOG_LEVELS),
+    )
     policy = PolicySettings(required=_words(get("policy", "required")))
-    return Settings(ingest, services, archive, database, celery, http, auth, move, policy)
+    return Settings(ingest, services, archive, database, celery, http, auth, move, log_settings,
+                    policy)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _choice(value: str, section: str, key: str, allowed: tuple[str, ...]) -> str:
+    """A setting that must be one of a few words."""
+    if value not in allowed:
+        raise ConfigError(f"[{section}] {key} = {value!r}: use one of {', '.join(allowed)}")
+    return value
 
 
 def _words(text: str) -> tuple[str, ...]:

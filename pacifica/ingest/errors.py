@@ -79,3 +79,7 @@ class UploadError(IngestError):
 
 class JobNotFound(IngestError):
     """No job has the asked-for id."""
+
+
+class AdminRefused(IngestError):
+    """An administrator's command would break the job state machine or lose data."""

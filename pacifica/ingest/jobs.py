@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import datetime
 import enum
+from typing import Callable
 
 import peewee
 
 from .db import BaseModel, database_proxy, retrying
-from .errors import JobNotFound
+from .errors import AdminRefused, JobNotFound
 
 OK = "OK"
 FAILED = "FAILED"
@@ -34,6 +35,7 @@ MOVE_STEPS = (Step.UPLOADING, Step.LOAD_METADATA, Step.POLICY, Step.MOVE_FILES,
 RECEIVING = "receiving"  # the body is still arriving
 WAITING = "waiting"  # accepted, but the broker could not take it yet; retried until it does
 QUEUED = "queued"  # handed to the broker
+DONE = "done"  # finished (OK or FAILED): nothing of it is left with the broker
 
 MAX_EXCEPTION = 16000  # characters of a failure message kept (MySQL TEXT holds 64 KiB)
 
@@ -98,12 +100,15 @@ def create(job_id: int, user: str, kind: str = KIND_UPLOAD, path: str | None = N
                       bytes_expected=bytes_expected, owner=owner)
 
 
-def get(job_id: int) -> Job:
-    """Return the job or raise JobNotFound."""
+def get(job_id: int, visible: Callable[[str], bool] | None = None) -> Job:
+    """Return the job or raise JobNotFound (also when ``visible`` hides its user's jobs)."""
     try:
-        return Job.get_by_id(job_id)
+        job = Job.get_by_id(job_id)
     except Job.DoesNotExist:
-        raise JobNotFound(f"job ID {job_id} does not exist.") from None
+        job = None
+    if job is None or not (visible is None or visible(job.user)):
+        raise JobNotFound(f"job ID {job_id} does not exist.")
+    return job
 
 
 def _update(job_id: int, only_if_running: bool = True, **fields) -> bool:
@@ -126,12 +131,13 @@ def fail(job_id: int, step: Step | str, message: str) -> bool:
     if len(message) > MAX_EXCEPTION:  # hostile names must not make the FAILED write fail
         message = message[:MAX_EXCEPTION] + f"\n... ({len(message) - MAX_EXCEPTION} more characters)"
     return _update(job_id, only_if_running=False, state=FAILED, task=task, exception=message,
-                   complete=True)
+                   complete=True, queue_state=DONE)
 
 
 def finish(job_id: int) -> bool:
     """Mark a job done: ingest metadata, 100 %, complete."""
-    return _update(job_id, task=Step.INGEST_METADATA.value, task_percent=100.0, complete=True)
+    return _update(job_id, task=Step.INGEST_METADATA.value, task_percent=100.0, complete=True,
+                   queue_state=DONE)
 
 
 def set_fields(job_id: int, **fields) -> bool:
@@ -182,12 +188,23 @@ def claim_file_ids(job_id: int, first_id: int, count: int) -> tuple[int, int]:
 
 def manual_set(job_id: int, state: str | None, task: str | None, percent: float | None,
                exception: str | None) -> Job:
-    """Admin override of a job's visible state."""
-    get(job_id)
+    """Admin override of a job's visible state, within the state machine.
+
+    A running job may be given any task and percent, failed (``state`` FAILED) or
+    finished (task "ingest metadata" at 100 %).  A FAILED job may only get a new
+    ``exception``; a job that finished OK is left alone.  Running a job again is
+    ``retry``/``requeue``, never a state flip.
+    """
+    job = get(job_id)
+    if job.state == OK and job.complete:
+        raise AdminRefused(f"job {job_id} finished OK; its state cannot be changed by hand "
+                           "(`retry --force` ingests it again)")
+    if job.state == FAILED and (state == OK or task is not None or percent is not None):
+        raise AdminRefused(f"job {job_id} is FAILED; only --exception can change (to run it "
+                           "again use `retry` or `requeue`)")
     fields = {}
-    if state is not None:
-        fields["state"] = state
-        fields["complete"] = state == FAILED
+    if state == FAILED:
+        fields.update(state=FAILED, complete=True, queue_state=DONE)
     if task is not None:
         fields["task"] = task
     if percent is not None:
@@ -195,6 +212,7 @@ def manual_set(job_id: int, state: str | None, task: str | None, percent: float 
     if exception is not None:
         fields["exception"] = exception
     if task == Step.INGEST_METADATA.value and percent == 100 and state in (None, OK):
-        fields["complete"] = True
-    set_fields(job_id, **fields)
+        fields.update(complete=True, queue_state=DONE)
+    if fields and not _update(job_id, only_if_running=job.state == OK, **fields):
+        raise AdminRefused(f"job {job_id} finished while it was being changed; look again")
     return get(job_id)

@@ -11,12 +11,13 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from . import jobs, metadata
-from .archive import ArchiveBackend, FileSource
+from . import jobs, metadata, metrics
+from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
 from .errors import IngestError, MetadataError
 from .jobs import Job, Step
+from .move_sources import MoveSources, OpenedSource
 from .services.ids import MODE_FILE, IdSource
 from .services.metadata_sink import MetadataSink
 from .services.policy import PolicyCheck
@@ -37,6 +38,7 @@ class Deps:
     archive: ArchiveBackend
     sink: MetadataSink
     limits: BundleLimits = BundleLimits()
+    moves: MoveSources = MoveSources()  # no roots: every move refused
     progress_interval: float = 0.5
 
 
@@ -57,12 +59,14 @@ class Progress:
         self.floor = floor
         self.step = Step.UPLOADING
         self._last_write = 0.0
+        self._began = time.monotonic()
         self._done = 0
         self._total = 0
 
     def begin(self, step: Step, total: int = 0) -> None:
         """Enter a step at 0 %."""
         self.step, self._done, self._total = step, 0, total
+        self._began = time.monotonic()
         self._write(0.0)
 
     def add(self, amount: int) -> None:
@@ -75,6 +79,13 @@ class Progress:
     def end(self) -> None:
         """Leave the step at 100 %."""
         self._write(100.0)
+        self.count_duration()
+
+    def count_duration(self) -> None:
+        """Count and log the time spent in the step (``end`` does; the last ends with the job)."""
+        seconds = time.monotonic() - self._began
+        metrics.instruments().step_seconds.labels(step=self.step.value).observe(seconds)
+        logger.info("job %s: %s took %.3f s", self.job_id, self.step.value, seconds)
 
     def _write(self, percent: float) -> None:
         self._last_write = time.monotonic()
@@ -126,7 +137,7 @@ def _validate(job: Job, deps: Deps, progress: Progress, parsed: metadata.IngestM
     return first_id, final
 
 
-def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
+def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
     """Open, validate, store and record one bundle; leave nothing in the archive on failure."""
     progress.begin(Step.OPEN_TAR)
     with Bundle.open_path(job.path, deps.limits) as bundle:
@@ -151,14 +162,21 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> None:
         store_all(deps.archive, first_id, sources, job.job_id)
         progress.end()
 
-    _publish(job, deps, progress, final, first_id, len(placements))
+    return _publish(job, deps, progress, final, first_id, len(placements))
 
 
-def move_files(job: Job, deps: Deps, progress: Progress) -> None:
-    """The move variant: metadata names files already on the archive."""
+def move_files(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
+    """The move variant: metadata names files on this host, beneath [move] allowed_roots.
+
+    Each file is held open through ``deps.moves`` (no symbolic link followed) and its
+    bytes are checked against the metadata as a bundle member's are, before the archive
+    names it; a failure takes back out what this job moved.
+    """
     progress.begin(Step.LOAD_METADATA)
+    deps.moves.require_enabled()
     with open(job.path, "rb") as handle:
         parsed = metadata.parse(handle.read(), require_source=True)
+    deps.moves.check_paths([entry.source for entry in parsed.files])
     placements = [metadata.FilePlacement(entry=e, member=e.source, subdir=_clip(e.subdir))
                   for e in parsed.files]
     progress.end()
@@ -170,7 +188,9 @@ def move_files(job: Job, deps: Deps, progress: Progress) -> None:
     try:
         for offset, placement in enumerate(placements):
             attempted = offset + 1
-            deps.archive.move(first_id + offset, placement.entry.source)
+            entry = placement.entry
+            with deps.moves.open(entry.source, entry.size) as held:
+                deps.archive.move(first_id + offset, entry.source, _held_source(entry, held))
             progress.add(1)
         deps.archive.sync()
     except BaseException as err:
@@ -180,7 +200,14 @@ def move_files(job: Job, deps: Deps, progress: Progress) -> None:
         raise
     progress.end()
 
-    _publish(job, deps, progress, final, first_id, len(placements))
+    return _publish(job, deps, progress, final, first_id, len(placements))
+
+
+def _held_source(entry: metadata.FileEntry, held: OpenedSource) -> FileSource:
+    """A move's file as the archive stores it: its bytes read from the held descriptor."""
+    return FileSource(label=entry.source, size=entry.size,
+                      mtime=_mtime_of(entry, held.stat.st_mtime), hashtype=entry.hashtype,
+                      hashsum=entry.hashsum, opener=held.reader, extent=Extent(held.fd, 0))
 
 
 def _clip(subdir: str) -> str:
@@ -189,8 +216,10 @@ def _clip(subdir: str) -> str:
 
 
 def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
-             count: int) -> None:
-    """Record the metadata; if that fails, take the job's files back out of the archive."""
+             count: int) -> tuple[int, int]:
+    """Record the metadata; if that fails, take the job's files back out of the archive.
+
+    Returns the files and bytes the job stored."""
     progress.begin(Step.INGEST_METADATA)
     try:
         deps.sink.publish(job.job_id, job.user, final)
@@ -199,8 +228,15 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
         if left:
             err.details.append(left)
         raise
+    size = sum(int(entry.get("size") or 0) for entry in final
+               if entry.get("destinationTable") == "Files")
     if jobs.finish(job.job_id):
+        progress.count_duration()
         _remove_quietly(job.path)
+        counted = metrics.instruments()
+        counted.files.inc(count)
+        counted.bytes.inc(size)
+    return count, size
 
 
 def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],

@@ -33,11 +33,14 @@ def _filesystem_options(queue_path: str) -> dict:
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured from settings (no tasks registered here)."""
     conf = settings.celery
-    app = Celery("pacifica.ingest", broker=conf.broker_url, backend=conf.backend_url or None,
-                 set_as_current=False)
+    broker_url = conf.broker_url
     transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
-    if conf.broker_url.startswith("filesystem://"):
+    if broker_url.startswith("filesystem://"):
         transport_options.update(_filesystem_options(conf.queue_path))
+        if broker_url.rstrip("/") == "filesystem:":  # kombu warns "No hostname was supplied"
+            broker_url = "filesystem://localhost"  # on each connection; the host is unused
+    app = Celery("pacifica.ingest", broker=broker_url, backend=conf.backend_url or None,
+                 set_as_current=False)
     app.conf.update(
         task_default_queue=conf.queue_name,
         task_serializer="json",

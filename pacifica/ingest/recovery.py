@@ -3,14 +3,17 @@
 Every job row carries an ``owner`` ("host:pid"): the frontend process while the
 body streams in, then the worker process running the pipeline.  A process on
 this host is known dead when its pid is gone; a process on another host is
-presumed alive until the job has not moved for ``stale_after`` seconds.
+presumed alive until the job has not moved for ``stale_after`` seconds.  A job
+handed to the broker but not claimed yet (no owner) also waits ``stale_after``:
+its message may still be in the broker.
 
 - ``abandoned_uploads``/``fail_abandoned_uploads``: jobs still receiving a body
   whose frontend died; they are failed with the byte counts, the partial file removed.
 - ``lost_jobs``/``requeue_lost_jobs``: jobs handed to the broker whose message
   is gone (the filesystem and Redis transports lose or hide a message whose
-  worker was killed with SIGKILL); they are queued again.  A duplicate message
-  is harmless: ``claim_run`` lets one worker run a job at a time.
+  worker was killed with SIGKILL); they are queued again, by the next sweep when
+  the dead worker was on this host.  A duplicate message (RabbitMQ redelivers
+  the unacknowledged one too) is harmless: ``claim_run`` lets one worker run a job at a time.
 - ``Janitor``: the frontend's background thread doing all of that, plus handing
   WAITING jobs to the broker once it is back.
 """
@@ -38,24 +41,39 @@ def this_process() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host."""
+    """True when a process with this pid runs on this host (a zombie has died: not alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc to ask: the pid exists
+
+
+def _host_and_pid(owner: str) -> tuple[str, int | None]:
+    host, _, pid = (owner or "").rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else ("", None)
 
 
 def owner_alive(owner: str, updated: datetime.datetime, stale_after: float) -> bool:
     """Whether the process named by ``owner`` may still be working on its job."""
-    host, _, pid = (owner or "").rpartition(":")
-    if not host or not pid.isdigit():
+    host, pid = _host_and_pid(owner)
+    if pid is None:
         return False
     if host == HOST:
-        return pid_alive(int(pid))
+        return pid_alive(pid)
     return not is_stale(updated, stale_after)
+
+
+def owner_dead_here(owner: str) -> bool:
+    """True when ``owner`` names a process of this host that no longer exists."""
+    host, pid = _host_and_pid(owner)
+    return host == HOST and pid is not None and not pid_alive(pid)
 
 
 def cutoff(seconds: float) -> datetime.datetime:
@@ -75,7 +93,7 @@ def _running():
 def list_jobs(state: str | None = None, queue_state: str | None = None,
               older_than: float | None = None, running: bool = False,
               limit: int = 1000) -> list[Job]:
-    """Jobs matching the filters, oldest update first."""
+    """Jobs matching the filters, newest first."""
     query = Job.select()
     if state:
         query = query.where(Job.state == state)
@@ -85,7 +103,7 @@ def list_jobs(state: str | None = None, queue_state: str | None = None,
         query = query.where(_running())
     if older_than is not None:
         query = query.where(Job.updated < cutoff(older_than))
-    return list(query.order_by(Job.updated, Job.job_id).limit(limit))
+    return list(query.order_by(Job.created.desc(), Job.job_id.desc()).limit(limit))
 
 
 def describe(job: Job, stale_after: float) -> dict:
@@ -143,16 +161,23 @@ def remove_leftovers(volume_path: str, job_id: int) -> None:
 
 
 def lost_jobs(stale_after: float) -> list[Job]:
-    """Queued jobs that have not moved for stale_after and whose worker (if any) is gone."""
-    candidates = Job.select().where(_running() & (Job.queue_state == jobs.QUEUED)
-                                    & (Job.updated < cutoff(stale_after)))
-    return [job for job in candidates if not owner_alive(job.owner, job.updated, stale_after)]
+    """Queued jobs whose worker is gone: at once for a dead process of this host; otherwise
+    (another host, or never claimed: its message may still be in the broker) after
+    ``stale_after`` seconds without progress."""
+    candidates = Job.select().where(_running() & (Job.queue_state == jobs.QUEUED) & (
+        Job.owner.startswith(f"{HOST}:") | (Job.updated < cutoff(stale_after))))
+    return [job for job in candidates if owner_dead_here(job.owner)
+            or (is_stale(job.updated, stale_after)
+                and not owner_alive(job.owner, job.updated, stale_after))]
 
 
-def requeue(job_id: int, enqueue, only_if_queued_before=None) -> bool:
+def requeue(job_id: int, enqueue, only_if_owner: str | None = None,
+            only_if_queued_before=None) -> bool:
     """Put a job back on the queue (once, even with several frontends racing)."""
     query = Job.update(queue_state=jobs.WAITING, owner="", updated=jobs.utcnow()).where(
         Job.job_id == job_id)
+    if only_if_owner is not None:  # nobody (a redelivery, another sweep) took it meanwhile
+        query = query.where((Job.queue_state == jobs.QUEUED) & (Job.owner == only_if_owner))
     if only_if_queued_before is not None:
         query = query.where((Job.queue_state == jobs.QUEUED)
                             & (Job.updated < only_if_queued_before))
@@ -165,9 +190,13 @@ def requeue_lost_jobs(enqueue, stale_after: float) -> list[int]:
     """Queue again every lost job; return their ids."""
     requeued = []
     for job in lost_jobs(stale_after):
-        if requeue(job.job_id, enqueue, only_if_queued_before=cutoff(stale_after)):
-            logger.warning("job %s: no progress for %ss and no live worker (%s); queued again",
-                           job.job_id, stale_after, job.owner or "never started")
+        dead_here = owner_dead_here(job.owner)
+        if requeue(job.job_id, enqueue, only_if_owner=job.owner,
+                   only_if_queued_before=None if dead_here else cutoff(stale_after)):
+            logger.warning("job %s: %s; queued again", job.job_id,
+                           f"its worker {job.owner} is gone" if dead_here else
+                           f"no progress for {stale_after}s and no live worker "
+                           f"({job.owner or 'never started'})")
             requeued.append(job.job_id)
     return requeued
 

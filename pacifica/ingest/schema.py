@@ -6,20 +6,31 @@ from contextlib import contextmanager
 
 import peewee
 
-from . import catalog, jobs
+from . import auth, catalog, heartbeats, jobs
 from .db import BaseModel, database_proxy
 from .services import ids
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 
 MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
-          catalog.ArchivedFile)
+          catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat)
 
-# (major, minor) -> function bringing the schema from that version to the next one.
-MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {}
+
+def _add_tables(*models):
+    """A migration step that creates new tables (``step.models`` names them)."""
+    def step():
+        database_proxy.create_tables(models, safe=True)
+    step.models = models
+    return step
+
+
+# (major, minor) -> (the version it leads to, the step that gets there).
+MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
+    (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat)),
+}
 
 
 class SchemaError(RuntimeError):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import errno
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +20,8 @@ from .web.app import create_app, server_config
 from .web.tus import TusSweeper
 
 logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,8 +61,19 @@ def listen_problem(address: str, port: int) -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the worker child before exec: SIGTERM it when the frontend dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the frontend died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def start_worker(config_path: str | None) -> subprocess.Popen:
-    """A Celery worker in a child process with the same settings."""
+    """A Celery worker in a child process with the same settings, ended when we end.
+
+    It leads a process group of its own (its pool processes join it), so ``stop_worker`` can
+    end the whole group, and the kernel sends it SIGTERM if the frontend is killed."""
     env = dict(os.environ)
     if config_path:
         env["INGEST_CONFIG"] = os.path.abspath(config_path)
@@ -65,7 +81,21 @@ def start_worker(config_path: str | None) -> subprocess.Popen:
                "--loglevel", os.environ.get("INGEST_LOG_LEVEL", "INFO"), "--without-gossip",
                "--without-mingle", "--without-heartbeat"]
     logger.info("starting worker: %s", " ".join(command))
-    return subprocess.Popen(command, env=env)  # pylint: disable=consider-using-with
+    return subprocess.Popen(command, env=env, start_new_session=True,  # pylint: disable=consider-using-with
+                            preexec_fn=_die_with_parent)
+
+
+def stop_worker(worker: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM the worker (a warm shutdown), then SIGKILL whatever is left of its group."""
+    if worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker %d did not stop in %.0f s; killing it", worker.pid, grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=grace)
 
 
 def start_background(app, settings) -> list:
@@ -118,8 +148,7 @@ def main(argv=None) -> int:
         for thread in background:
             thread.stop()
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop_worker(worker)
     return 0
 
 

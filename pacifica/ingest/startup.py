@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from . import db, logsetup
+from .auth import parse_networks
 from .config import ConfigError, Settings, load
 
 logger = logging.getLogger(__name__)
@@ -14,9 +15,11 @@ def prepare(config_path: str | None) -> Settings | None:
     logsetup.configure()
     try:
         settings = load(config_path)
+        parse_networks(settings.auth.trusted_proxies)  # a bad address stops the process here
     except ConfigError as err:
         logger.error("%s", err)
         return None
+    logsetup.configure(settings.logging.level, settings.logging.format)
     db.bind(settings.database)
     db.wait_for_database(settings.database)
     return settings

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, jobs, recovery, schema
+from . import db, heartbeats, jobs, logsetup, metrics, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
 from .errors import IngestError, JobNotFound
 from .http import make_session
 from .jobs import Step
+from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE
 from .services.ids import CounterIdSource, UniqueIdClient
@@ -41,7 +43,8 @@ def build_deps(settings: Settings) -> Deps:
                           max_unpack_ratio=settings.ingest.max_unpack_ratio,
                           min_free_space=settings.ingest.min_free_space)
     return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
-                limits=limits, progress_interval=settings.ingest.progress_interval)
+                limits=limits, progress_interval=settings.ingest.progress_interval,
+                moves=MoveSources.from_settings(settings))
 
 
 DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the database
@@ -49,6 +52,13 @@ DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the datab
 
 def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
             stale_after: float = 3600.0) -> None:
+    """Run a job's pipeline once (every line it logs carries the job id)."""
+    with logsetup.job_context(job_id):
+        _run_job(job_id, task_name, get_deps, stale_after)
+
+
+def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
+             stale_after: float) -> None:
     """Run a job's pipeline once; an IngestError becomes FAILED with its message.
 
     A delivery of a job another live process is running is dropped (duplicates
@@ -76,18 +86,25 @@ def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
     if job.owner:
         logger.warning("job %s: taking over from %s, which is gone; running it again",
                        job_id, job.owner)
+    logger.info("job %s started attempt %d", job_id, job.attempts + 1)
+    started = time.monotonic()
     progress = Progress(job_id, 0.5, floor=_step_of(job.task))
     try:
         deps = get_deps()
         progress.interval = deps.progress_interval
-        _run_through_outages(job_id, task_name, deps, progress)
+        files, size = _run_through_outages(job_id, task_name, deps, progress)
+        metrics.instruments().completed.inc()
+        logger.info("job %s ok: %d files, %d bytes in %.2f s", job_id, files, size,
+                    time.monotonic() - started)
     except JobCancelled:
         logger.info("job %s was stopped from outside while it ran", job_id)
     except IngestError as err:
         logger.info("job %s failed at %s: %s", job_id, progress.step.value, err)
         jobs.fail(job_id, progress.step, str(err))
+        metrics.job_failed(progress.step.value, err)
     except Exception as err:
         logger.exception("job %s: unexpected error at %s", job_id, progress.step.value)
+        metrics.job_failed(progress.step.value, err)
         jobs.fail(job_id, progress.step, f"internal error at {progress.step.value}: {err!r} "
                                          "(the service logs have the details)\n"
                                          + traceback.format_exc(limit=5))
@@ -101,12 +118,14 @@ def _step_of(task: str) -> Step:
         return Step.UPLOADING
 
 
-def _run_through_outages(job_id: int, task_name: str, deps: Deps, progress: Progress) -> None:
-    """Run the pipeline; when the database drops, wait for it and run it again (idempotent)."""
+def _run_through_outages(job_id: int, task_name: str, deps: Deps,
+                         progress: Progress) -> tuple[int, int]:
+    """Run the pipeline; when the database drops, wait for it and run it again (idempotent).
+
+    Returns the files and bytes the job stored."""
     for run in range(1, DATABASE_OUTAGE_RUNS + 1):
         try:
-            PIPELINES[task_name](jobs.get(job_id), deps, progress)
-            return
+            return PIPELINES[task_name](jobs.get(job_id), deps, progress)
         except db.UNAVAILABLE_ERRORS as err:
             if run == DATABASE_OUTAGE_RUNS:
                 raise
@@ -136,12 +155,40 @@ def install(app: Celery, settings: Settings) -> None:
         run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after)
 
     db.bind(settings.database)
+    metrics.enable(settings.ingest.volume_path)
+    signals.setup_logging.connect(  # our format instead of Celery's, in every worker process
+        lambda **_: logsetup.configure(settings.logging.level, settings.logging.format),
+        weak=False)
     signals.worker_init.connect(_check_schema(settings), weak=False)
+    _beat_while_running(settings)
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)
     signals.task_prerun.connect(lambda **_: db.database_proxy.connect(reuse_if_open=True),
                                 weak=False)
     signals.task_postrun.connect(lambda **_: db.database_proxy.close(), weak=False)
     app.ingest_task, app.move_task = ingest, move
+
+
+def _beat_while_running(settings: Settings) -> None:
+    """The worker's main process records a heartbeat from when it is ready until it stops."""
+    state: dict = {}
+
+    def start(sender=None, **_) -> None:
+        name = f"{getattr(sender, 'hostname', None) or 'celery'}:{recovery.this_process()}"
+        state["beat"] = heartbeats.Heartbeat(name, settings.celery.queue_name,
+                                             settings.celery.heartbeat_interval)
+        try:
+            state["beat"].run_once()
+        except Exception:  # pylint: disable=broad-except
+            logger.warning("first heartbeat failed; the thread tries again", exc_info=True)
+        state["beat"].start()
+        logger.info("worker %s ready on queue %s", name, settings.celery.queue_name)
+
+    def stop(**_) -> None:
+        if "beat" in state:
+            state.pop("beat").stop()
+
+    signals.worker_ready.connect(start, weak=False)
+    signals.worker_shutdown.connect(stop, weak=False)
 
 
 def _check_schema(settings: Settings):

@@ -11,6 +11,7 @@ logsetup.configure()
 # logging), no autoreload or signal handlers of its own.
 cherrypy.config.update({"environment": "embedded"})
 settings = load()
+logsetup.configure(settings.logging.level, settings.logging.format)
 application = create_app(settings)
 db.wait_for_database(settings.database)
 try:

@@ -48,8 +48,8 @@ class ArchiveBackend(Protocol):
     def store(self, file_id: int, source: FileSource) -> None:
         """Copy the source's bytes; verify them before the file becomes visible (if it can)."""
 
-    def move(self, file_id: int, source_path: str) -> None:
-        """Take a file already on the archive under a new file id."""
+    def move(self, file_id: int, path: str, source: FileSource) -> None:
+        """Take a checked file at ``path``, held open as ``source``, under a new file id."""
 
     def remove(self, file_id: int) -> bool:
         """Delete a stored file; False when the backend cannot delete."""

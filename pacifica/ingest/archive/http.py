@@ -120,13 +120,17 @@ class HttpArchive:
             raise ArchiveError(f"the Archive Interface stored {total} bytes of {source.label}, "
                                f"not {source.size}")
 
-    def move(self, file_id: int, source_path: str) -> None:
-        """PATCH the file id with the path already on the archive."""
+    def move(self, file_id: int, path: str, source: FileSource) -> None:
+        """PATCH the file id with the path: the Archive Interface moves the file itself.
+
+        The caller holds ``source`` open and has checked it (beneath an allowed root, no
+        links, a regular file of the declared size); only such a path is sent."""
+        del source  # the Archive Interface reads the path, not our descriptor
         url = f"{self.url}/{file_id}"
-        reply = self._call(f"moving {source_path} to file id {file_id}",
-                           lambda: self.session.patch(url, json={"path": source_path}))
+        reply = self._call(f"moving {path} to file id {file_id}",
+                           lambda: self.session.patch(url, json={"path": path}))
         if reply.status_code >= 400:
-            raise ArchiveError(f"the Archive Interface refused to move {source_path} to file id "
+            raise ArchiveError(f"the Archive Interface refused to move {path} to file id "
                                f"{file_id}: {reply.status_code} {reply_message(reply)}")
 
     def remove(self, file_id: int) -> bool:

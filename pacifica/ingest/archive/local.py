@@ -13,7 +13,6 @@ import ctypes.util
 import errno
 import logging
 import os
-import shutil
 import threading
 from typing import BinaryIO
 
@@ -153,27 +152,11 @@ class LocalArchive:
         os.link(f"/proc/self/fd/{descriptor}", name, src_dir_fd=self._root_fd,
                 follow_symlinks=True)
 
-    def move(self, file_id: int, source_path: str) -> None:
-        """Link (or copy, across file systems) an archived path to a new id."""
-        final = self.path_for(file_id)
-        partial = final + PART_SUFFIX
-        source = os.path.realpath(os.path.join(self.root, source_path))
-        if os.path.commonpath([source, os.path.realpath(self.root)]) != os.path.realpath(self.root):
-            raise ArchiveError(f"{source_path} is not in the {self.describe()}: a move takes only "
-                               "files already on the archive")
-        try:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            unlink_quietly(partial)
-            try:
-                os.link(source, partial)
-            except OSError:
-                shutil.copy2(source, partial)
-            os.replace(partial, final)
-        except OSError as err:
-            unlink_quietly(partial)
-            raise ArchiveError(f"could not move {source_path} to file id {file_id}: "
-                               f"{err.strerror or err}") from err
-        self._dirty = True
+    def move(self, file_id: int, path: str, source: FileSource) -> None:
+        """Store a file a move holds open exactly as a bundle member: copied from its
+        descriptor, verified, then named.  The original stays where it was."""
+        del path  # the bytes come from the held descriptor, never from the path again
+        self.store(file_id, source)
 
     def remove(self, file_id: int) -> bool:
         """Delete a file and any partial copy of it."""

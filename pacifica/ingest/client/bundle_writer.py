@@ -21,6 +21,8 @@ import stat
 import tarfile
 from typing import Callable, Iterable
 
+from ..files import unlink_quietly
+
 logger = logging.getLogger(__name__)
 
 DATA_ROOT = "data"
@@ -259,6 +261,43 @@ class Bundle:
                 written += len(data)
                 if on_bytes:
                     on_bytes(len(data))
+
+
+def save(bundle: Bundle, target: str, on_bytes: Progress | None = None) -> None:
+    """Write the bundle to the path ``target`` without following a link planted there.
+
+    A new or regular file is written as ``TARGET.part`` (created afresh, never through a
+    link) and renamed over ``TARGET``; an existing FIFO or device (``/dev/null``) is
+    written directly and stays what it is; a symbolic link is refused.
+    """
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISLNK(mode):
+        raise BundleInputError(f"{target} is a symbolic link; give the path it points to "
+                               "(or '-' for standard output)")
+    if mode is not None and not stat.S_ISREG(mode):
+        descriptor = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):  # swapped since the lstat
+            os.close(descriptor)
+            raise BundleInputError(f"{target} changed while it was being opened; try again")
+        with os.fdopen(descriptor, "wb") as handle:
+            bundle.write_to(handle, on_bytes)
+        return
+    partial = target + ".part"
+    unlink_quietly(partial)  # a leftover of ours, or a link someone put there: not followed
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            bundle.write_to(handle, on_bytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        unlink_quietly(partial)
+        raise
 
 
 def _latest(files: list[SourceFile]) -> float:

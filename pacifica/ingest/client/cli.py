@@ -14,7 +14,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import ConfigError, parse_size
-from .bundle_writer import Bundle, BundleInputError, SourceChanged, collect
+from .bundle_writer import Bundle, BundleInputError, SourceChanged, collect, save
 from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed, task_position,
                      UPLOAD_TASKS)
 
@@ -184,9 +184,7 @@ def _write_bundle(bundle: Bundle, target: str, report: Reporter) -> int:
             bundle.write_to(sys.stdout.buffer, bar.update)
             sys.stdout.buffer.flush()
             return EXIT_OK
-        with open(target + ".part", "wb") as handle:
-            bundle.write_to(handle, bar.update)
-        os.replace(target + ".part", target)
+        save(bundle, target, bar.update)
     if report.json:
         sys.stdout.write(json.dumps({"bundle": os.path.abspath(target), "bytes": bundle.length,
                                      "files": len(bundle.files)}) + "\n")

@@ -1,23 +1,27 @@
 """Composition root of the frontend: build the handlers, tools and CherryPy config."""
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
 import socket
 
 import cherrypy
-import peewee
 
-from .. import db
+from .. import db, metrics
 from ..config import Settings
+from ..health import Readiness, checks_for
 from ..http import make_session
 from ..queue import Enqueuer, make_celery
 from ..services.ids import CounterIdSource, UniqueIdClient
 from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
+from .health import Health, Ready
 from .handlers import JobFiles, JobState, Move, Root, Upload
+from .identity import Identifier
 from .intake import Intake
+from .metrics import mount as mount_metrics
 from .staging import Staging
 from .tus import build_uploads
 from .tus import mount as mount_tus
@@ -44,14 +48,7 @@ class DatabaseTool(cherrypy.Tool):
 
     @staticmethod
     def _close():
-        if isinstance(db.database_proxy.obj, peewee.SqliteDatabase):
-            # Keep the thread's SQLite connection: opening one and setting its pragmas cost
-            # two thirds of a get_state (py-spy); a server database gets it back each time.
-            return
-        try:
-            db.database_proxy.close()
-        except db.UNAVAILABLE_ERRORS:
-            pass
+        db.release_connection()
 
 
 cherrypy.tools.ingest_db = DatabaseTool()
@@ -102,32 +99,32 @@ class Endpoints(cherrypy.dispatch.MethodDispatcher):
             request.handler = cherrypy.HTTPError(404, no_such_endpoint(path_info))
 
 
-def default_enqueue(settings: Settings):
-    """Send tasks through Celery by name: the frontend never imports the pipeline."""
-    return Enqueuer(make_celery(settings), settings.celery.queue_name)
-
-
-def build_intake(settings: Settings, enqueue=None) -> Intake:
+def build_intake(settings: Settings, enqueue) -> Intake:
     """The intake with the configured id source, staging volume and queue."""
     ids = (UniqueIdClient(settings.services.uniqueid, make_session(settings.http))
            if settings.services.uniqueid else CounterIdSource())
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
-    return Intake(ids, staging, enqueue or default_enqueue(settings),
-                  owner=f"{socket.gethostname()}:{os.getpid()}")
+    return Intake(ids, staging, enqueue,
+                  owner=f"{socket.gethostname()}:{os.getpid()}",
+                  moves_allowed=bool(settings.move.allowed_roots))
 
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     """The WSGI application: routes, JSON errors, streaming upload bodies."""
     db.bind(settings.database)
-    intake = build_intake(settings, enqueue)
-    auth = (settings.ingest.auth_header, settings.ingest.default_user)
+    metrics.enable(settings.ingest.volume_path)
+    celery_app = make_celery(settings)  # tasks go by name: the frontend never imports the pipeline
+    intake = build_intake(settings, enqueue or Enqueuer(celery_app, settings.celery.queue_name))
+    identifier = Identifier(settings)
     root = Root()
-    root.upload = Upload(intake, *auth)
+    root.upload = Upload(intake, identifier)
     root.ingest = root.upload
-    root.move = Move(intake, *auth)
-    root.get_state = JobState()
-    root.get_files = JobFiles()
+    root.move = Move(intake, identifier)
+    root.get_state = JobState(identifier)
+    root.get_files = JobFiles(identifier)
+    root.health = Health()
+    root.ready = Ready(Readiness(checks_for(settings, celery_app)))
     streaming = {"request.process_request_body": False}
     config = {
         "/": {
@@ -138,13 +135,18 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
             "tools.encode.on": True,
             "request.body.maxbytes": settings.ingest.max_metadata_size,
         },
+        "/health": {"tools.ingest_db.on": False},
+        "/ready": {"tools.ingest_db.on": False},
         "/upload": streaming,
         "/ingest": streaming,
     }
     uploads = build_uploads(settings, intake)
-    config.update(mount_tus(root, uploads, settings))
+    config.update(mount_tus(root, uploads, settings, identifier))
+    config.update(mount_metrics(root, settings, uploads.store))
     app = cherrypy.Application(root, script_name="", config=config)
-    app.wsgiapp.pipeline.append(("fast_job_state", FastJobState))
+    app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
+        FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,
+        queue=settings.celery.queue_name, log_level=settings.logging.get_state_level)))
     app.intake = intake
     app.tus = uploads
     return app
@@ -161,6 +163,8 @@ def server_config(settings: Settings, host: str, port: int) -> dict:
         # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
         # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
         "server.socket_queue_size": 1024,
+        # Underscored header names never alias the identity header (web/header_names.py).
+        "server.instance": "pacifica.ingest.web.header_names.FoldingServer",
         "engine.autoreload.on": False,
         "checker.on": False,
         "log.screen": False,

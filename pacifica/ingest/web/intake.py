@@ -6,8 +6,9 @@ import logging
 import os
 from typing import BinaryIO, Callable
 
-from .. import jobs
+from .. import jobs, metrics
 from ..errors import UploadError
+from ..move_sources import MOVE_DISABLED
 from ..queue import submit
 from ..services.ids import MODE_JOB, IdSource
 from .staging import Staging
@@ -20,11 +21,13 @@ Enqueue = Callable[[int, str], None]
 class Intake:
     """The frontend's one piece of logic, kept apart from HTTP so tus uploads reuse it."""
 
-    def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = ""):
+    def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = "",
+                 moves_allowed: bool = False):
         self.ids = ids
         self.staging = staging
         self.enqueue = enqueue
         self.owner = owner
+        self.moves_allowed = moves_allowed  # [move] allowed_roots is set
 
     def new_job(self, user: str, kind: str, length: int | None) -> int:
         """Allocate an id and record the job as OK / UPLOADING / 0."""
@@ -45,23 +48,32 @@ class Intake:
             path = self.staging.receive(job_id, stream, length, report)
         except UploadError as err:
             jobs.fail(job_id, jobs.Step.UPLOADING, str(err))
+            metrics.job_failed(jobs.Step.UPLOADING.value, err)
             err.job_id = job_id
             raise
         except BaseException as err:
             jobs.fail(job_id, jobs.Step.UPLOADING, f"the upload could not be stored: {err!r}")
+            metrics.job_failed(jobs.Step.UPLOADING.value, err)
             raise
         return self.bundle_landed(job_id, path)
 
-    def bundle_landed(self, job_id: int, path: str) -> dict:
+    def bundle_landed(self, job_id: int, path: str, via: str = "POST") -> dict:
         """A complete bundle is on the volume: record it and queue its ingest."""
         size = os.path.getsize(path)
         jobs.set_fields(job_id, path=path, bytes_received=size, task_percent=100.0,
                         queue_state=jobs.WAITING, owner="")
         submit(job_id, jobs.KIND_UPLOAD, self.enqueue)
-        return jobs.get(job_id).as_dict()
+        metrics.instruments().accepted.labels(via=via).inc()
+        metrics.instruments().bundle_size.observe(size)
+        job = jobs.get(job_id)
+        logger.info("job %s received: %d bytes from %s via %s", job_id, size, job.user, via,
+                    extra={"job_id": job_id})
+        return job.as_dict()
 
     def accept_move(self, document, user: str) -> dict:
-        """Record a move request (metadata naming files already archived) and queue it."""
+        """Record a move request (metadata naming files on this host) and queue it."""
+        if not self.moves_allowed:
+            raise UploadError(MOVE_DISABLED, status=403)
         if not isinstance(document, list):
             raise UploadError("a move request is a JSON list of metadata objects", status=400)
         job_id = self.new_job(user, jobs.KIND_MOVE, None)
@@ -69,4 +81,7 @@ class Intake:
         jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING,
                         owner="")
         submit(job_id, jobs.KIND_MOVE, self.enqueue)
+        metrics.instruments().accepted.labels(via="move").inc()
+        logger.info("job %s received: a move of %d entries from %s", job_id, len(document),
+                    user, extra={"job_id": job_id})
         return jobs.get(job_id).as_dict()

@@ -19,12 +19,14 @@ import os
 import cherrypy
 
 from .. import db, jobs
+from ..auth import Identity
 from ..periodic import Periodic
 from ..errors import UploadError
 from .errors import json_errors
-from .handlers import request_user
+from .handlers import Authenticated
+from .identity import Identifier
 from .intake import Intake
-from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, parse_checksum,
+from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, not_found, parse_checksum,
                         parse_metadata)
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class ResumableUploads:
         logger.info("tus upload %s created: %d bytes for %s", info.upload_id, length, user)
         return info
 
-    def status(self, upload_id: str, user: str) -> tuple[UploadInfo, int]:
+    def status(self, upload_id: str, user: Identity) -> tuple[UploadInfo, int]:
         """The upload and its offset; finishes the landing of a complete one if it was cut short.
 
         Waits a little for a PATCH that is finishing (a client that broke off and asks at
@@ -78,7 +80,7 @@ class ResumableUploads:
             info = self._live(upload_id, user)
             return info, self.store.offset(info)
 
-    def append(self, upload_id: str, user: str, offset: int, stream, count: int | None,
+    def append(self, upload_id: str, user: Identity, offset: int, stream, count: int | None,
                checksum: tuple[str, bytes] | None) -> tuple[UploadInfo, int]:
         """Write a chunk at ``offset``; when it completes the upload, hand it to the intake."""
         with self.store.locked(upload_id):
@@ -98,13 +100,13 @@ class ResumableUploads:
                 self._land(info)
             return info, current
 
-    def delete(self, upload_id: str, user: str) -> None:
+    def delete(self, upload_id: str, user: Identity) -> None:
         """Abandon an upload (a landed one only loses its record: its job goes on)."""
         with self.store.locked(upload_id):
             info = self.store.load(upload_id)
             _check_owner(info, user)
             self.store.remove(upload_id)
-        logger.info("tus upload %s deleted by %s", upload_id, user)
+        logger.info("tus upload %s deleted by %s", upload_id, user.user)
 
     def sweep(self, now: float | None = None) -> int:
         """Land complete uploads that a crash left behind and remove expired ones; return removed."""
@@ -138,7 +140,7 @@ class ResumableUploads:
             return 1
         return 0
 
-    def _live(self, upload_id: str, user: str) -> UploadInfo:
+    def _live(self, upload_id: str, user: Identity) -> UploadInfo:
         info = self.store.load(upload_id)
         _check_owner(info, user)
         if not info.landed and self.store.is_expired(upload_id):
@@ -156,15 +158,16 @@ class ResumableUploads:
         if os.path.exists(part):
             os.replace(part, path)
         if jobs.get(info.job_id).queue_state == jobs.RECEIVING:
-            self.intake.bundle_landed(info.job_id, path)
+            self.intake.bundle_landed(info.job_id, path, via="tus")
         info.landed = True
         self.store.save(info)
         logger.info("tus upload %s complete: job %s", info.upload_id, info.job_id)
 
 
-def _check_owner(info: UploadInfo, user: str) -> None:
-    if info.user != user:
-        raise UploadError(f"upload {info.upload_id} belongs to another user", status=403)
+def _check_owner(info: UploadInfo, user: Identity) -> None:
+    """Another user's upload answers exactly as an unknown one (no enumeration)."""
+    if not user.may_see(info.user):
+        raise not_found(info.upload_id)
 
 
 class TusSweeper(Periodic):
@@ -206,19 +209,16 @@ def _http_date(timestamp: float | None) -> str | None:
     return None if timestamp is None else email.utils.formatdate(timestamp, usegmt=True)
 
 
-class TusFiles:
+class TusFiles(Authenticated):
     """``/files/``: the tus endpoint (HTTP only; the life cycle lives in ResumableUploads)."""
 
-    exposed = True
-
-    def __init__(self, uploads: ResumableUploads, auth_header: str, default_user: str,
-                 max_size: int = 0):
+    def __init__(self, uploads: ResumableUploads, identifier: Identifier, max_size: int = 0):
+        super().__init__(identifier)
         self.uploads = uploads
-        self.auth_header = auth_header
-        self.default_user = default_user
         self.max_size = max_size
 
-    def _begin(self, check_version: bool = True) -> str:
+    def _begin(self, check_version: bool = True) -> Identity | None:
+        """Common headers; the request's identity (not for OPTIONS, asked before any upload)."""
         headers = cherrypy.response.headers
         headers["Tus-Resumable"] = TUS_VERSION
         headers["Cache-Control"] = "no-store"
@@ -226,7 +226,7 @@ class TusFiles:
             headers["Tus-Version"] = TUS_VERSION
             raise cherrypy.HTTPError(412, f"send Tus-Resumable: {TUS_VERSION}; this server speaks "
                                           f"tus {TUS_VERSION}")
-        return request_user(self.auth_header, self.default_user)
+        return self.identity() if check_version else None
 
     def _describe(self, info: UploadInfo, offset: int) -> None:
         headers = cherrypy.response.headers
@@ -268,7 +268,7 @@ class TusFiles:
         if _integer("Content-Length", required=False):
             raise cherrypy.HTTPError(400, "creation-with-upload is not supported: create the "
                                           "upload, then PATCH its bytes")
-        info = self.uploads.create(_integer("Upload-Length"), user,
+        info = self.uploads.create(_integer("Upload-Length"), user.user,
                                    _header("Upload-Metadata") or "")
         location = cherrypy.url(f"/files/{info.upload_id}")
         cherrypy.response.headers["Location"] = location
@@ -324,8 +324,7 @@ def build_uploads(settings, intake: Intake) -> ResumableUploads:
     return ResumableUploads(store, intake)
 
 
-def mount(root, uploads: ResumableUploads, settings) -> dict:
+def mount(root, uploads: ResumableUploads, settings, identifier: Identifier) -> dict:
     """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
-    root.files = TusFiles(uploads, settings.ingest.auth_header, settings.ingest.default_user,
-                          settings.ingest.max_bundle_size)
+    root.files = TusFiles(uploads, identifier, settings.ingest.max_bundle_size)
     return {"/files": {"request.process_request_body": False}}

@@ -122,6 +122,19 @@ class TusStore:
                 return info.length
             raise not_found(info.upload_id) from None
 
+    def open_reservations(self) -> tuple[int, int]:
+        """(uploads not yet landed, bytes they still expect)."""
+        count = expected = 0
+        for upload_id in self.ids():
+            try:
+                info = self.load(upload_id)
+                if not info.landed:
+                    count += 1
+                    expected += max(info.length - self.offset(info), 0)
+            except UploadError:  # removed meanwhile
+                continue
+        return count, expected
+
     def last_activity(self, upload_id: str) -> float:
         """When the upload last received bytes or changed its description."""
         times = []
