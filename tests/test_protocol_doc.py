@@ -56,7 +56,8 @@ def stated_files(text: str) -> dict[str, bytes]:
 
 def shell(script: str, cwd, url: str) -> subprocess.CompletedProcess:
     """Run commands from the docs with the test server's URL and this venv's scripts."""
-    script = script.replace(DOC_URL, url).replace(".venv/bin/", os.path.dirname(sys.executable) + "/")
+    scripts = os.path.dirname(sys.executable) + "/"
+    script = script.replace(DOC_URL, url).replace(".venv/bin/", scripts)
     return subprocess.run(["bash", "-e", "-c", script], cwd=cwd, capture_output=True, text=True,
                           timeout=180, check=False)
 
