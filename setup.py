@@ -20,6 +20,7 @@ setup(
         "urllib3>=2",  # the client's Retry(backoff_max=...) and NameResolutionError
         "tqdm>=4.62",
         "prometheus_client>=0.17",
+        "cryptography>=41",
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],

@@ -10,15 +10,18 @@ import os
 
 from pacifica.ingest.config import load
 from pacifica.ingest.web.header_names import gunicorn_pre_request
+from pacifica.ingest.web.limits import thread_pool
 
 _settings = load()
 
 bind = [os.environ.get("INGEST_BIND", "0.0.0.0:8066")]
-worker_class = "gthread"
+# gthread, with a deadline on each request head (a slow head held a thread for ever).
+worker_class = "pacifica.ingest.web.gunicorn_worker.IngestThreadWorker"
 # Processes; each imports the app after the fork (no preload) and runs its own retry thread.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# Concurrent requests per process: [ingest] thread_pool, as for CherryPy's own server.
-threads = _settings.ingest.thread_pool
+# Concurrent requests per process: [ingest] thread_pool, raised (as for CherryPy's own server)
+# to leave threads for get_state beyond the [ingest] max_uploads each process streams at once.
+threads = thread_pool(_settings)
 # Seconds a worker may miss its heartbeat (a hung process), not a request time limit.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # On stop or reload, uploads still streaming get this long to finish.

@@ -151,3 +151,41 @@ def zero_file_bundle(size: int, chunk: int = 1 << 20, name: str = "big/zeros.bin
         yield tail
 
     return StreamedBody(chunks(), len(head) + size + len(tail), pause)
+
+
+def raw_header(name: str, size: int | bytes = 0, kind: bytes = tarfile.REGTYPE,
+               mtime: int = 1480457345) -> bytes:
+    """One 512-byte ustar header built by hand, so any field may be hostile.
+
+    ``size`` is a number (octal, or base-256 when it does not fit or is negative) or the raw
+    12-byte field."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mtime = mtime
+    block = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT))
+    if isinstance(size, int):
+        size = (b"%011o\0" % size if 0 <= size < 8**11
+                else (b"\x80" if size >= 0 else b"\xff") + (size % 256**11).to_bytes(11, "big"))
+    block[124:136] = size
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def padded(data: bytes) -> bytes:
+    """Data followed by the zeros that fill its last tar block."""
+    return data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    """One well-formed pax record: "<length> <key>=<value>\\n"."""
+    body = f" {key}={value}\n".encode("utf-8")
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def pax_header(records: bytes, kind: bytes = tarfile.XHDTYPE) -> bytes:
+    """A pax extended (x) or global (g) header member holding ``records`` as they are."""
+    return raw_header("PaxHeader", len(records), kind) + padded(records)

@@ -36,7 +36,8 @@ def gunicorn_stack(tmp_path_factory):
 
 def test_frontend_image_command_runs_gunicorn(gunicorn_stack):
     log = gunicorn_stack.log("frontend")
-    assert "Starting gunicorn" in log and "Using worker: gthread" in log
+    assert "Starting gunicorn" in log
+    assert "Using worker: pacifica.ingest.web.gunicorn_worker.IngestThreadWorker" in log
 
 
 def test_upload_through_gunicorn(gunicorn_stack):

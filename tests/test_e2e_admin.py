@@ -71,7 +71,7 @@ def test_retry_ingests_a_corrected_bundle(stack, tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["job"], "--job-id"),
-    (["job", "--job-id", "x"], "invalid int value"),
+    (["job", "--job-id", "x"], "job_id must be an integer from 1"),
     (["job", "--job-id", "1", "--state", "MAYBE"], "invalid choice"),
     (["job", "--job-id", "987654321", "--state", "FAILED"], "job ID 987654321 does not exist"),
     (["retry", "--job_id", "987654321"], "does not exist"),

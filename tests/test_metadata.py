@@ -49,6 +49,10 @@ def test_with_ids_adds_ids_clipped_subdirs_and_the_transaction():
 @pytest.mark.parametrize("raw, words", [
     (b"[", "not valid JSON"), (b"{}", "JSON list"), (b"\xff\xfe", "not UTF-8"),
     (b"[" * 100 + b"]" * 100, "nests deeper"),
+    # An unterminated string of escaped quotes: the old check rescanned it from every quote
+    # (quadratic: this one would have taken hours); the linear one reads it once.
+    (b'["' + b'\\"' * 1_000_000, "Unterminated string"),
+    (b'["\\' + b"\\\\" * 100_000, "Unterminated string"),
 ])
 def test_unreadable_metadata(raw, words):
     with pytest.raises(MetadataError, match=words):
@@ -73,3 +77,26 @@ def test_unlisted_and_missing_members_are_all_reported():
         metadata.place_files([entry], {"data/b.txt", "data/c.txt"})
     text = str(raised.value)
     assert "data/a.txt" in text and "data/b.txt: in the bundle" in text and "data/c.txt" in text
+
+
+@pytest.mark.parametrize("text, deep", [
+    ('[{"a": "[[[[[[[[[["}]', False),  # brackets inside strings do not count
+    ('[{"a": "\\"[[[[\\\\"}]', False),  # nor after escaped quotes and backslashes
+    ("[" * 64 + "]" * 64, False),
+    ("[" * 65 + "]" * 65, True),
+    ('["\\\\"' + ", [" * 64 + "]" * 64 + "]", True),  # an escaped backslash ends no string
+])
+def test_depth_check_understands_strings_and_escapes(text, deep):
+    try:
+        metadata.parse(text)
+    except MetadataError as err:
+        assert ("nests deeper" in str(err)) == deep, str(err)
+    else:
+        assert not deep
+
+
+def test_problem_lists_keep_fifty_and_count_the_rest():
+    with pytest.raises(MetadataError) as raised:
+        metadata.validate([{}] * 200_000, require_source=True)
+    assert len(raised.value.details) == 50
+    assert str(raised.value).endswith("... and 199950 more")

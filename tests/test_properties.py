@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import lzma
+import math
 import os
 import tarfile
 import tempfile
@@ -13,7 +14,7 @@ import tempfile
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from factories import TRANSACTION, file_entry, make_bundle
+from factories import TRANSACTION, file_entry, make_bundle, pax_header, pax_record
 from pacifica.ingest import metadata
 from pacifica.ingest.bundle import Bundle, BundleLimits, scan
 from pacifica.ingest.errors import BundleError, IngestError, MetadataError
@@ -182,3 +183,79 @@ def test_garbage_behind_compression_magic_is_a_bundle_error(magic, tail):
         except (BundleError, MetadataError) as err:
             assert str(err)
         assert sorted(os.listdir(folder)) == ["bundle.tar"]
+
+
+# -- hostile headers: whatever a header says, a member that makes sense or a BundleError ------
+
+HEADER_FIELDS = {"size": (124, 136), "mtime": (136, 148), "type": (156, 157),
+                 "name": (0, 100), "mode": (100, 108)}
+numbers = st.integers(min_value=-(2**95), max_value=2**95)
+
+
+def _number_field(value: int, width: int) -> bytes:
+    """``value`` as tar writes a number: octal when it fits, else base-256 (either sign)."""
+    if 0 <= value < 8 ** (width - 1):
+        return b"%0*o\0" % (width - 1, value)
+    return (b"\x80" if value >= 0 else b"\xff") + (value % 256 ** (width - 1)).to_bytes(
+        width - 1, "big")
+
+
+def _header_offsets(body: bytes) -> list[int]:
+    return [offset for offset in range(0, len(body) - 511, 512)
+            if any(body[offset:offset + 512])
+            and _checksum(body[offset:offset + 512]) == body[offset + 148:offset + 156]]
+
+
+def _checksum(block: bytes) -> bytes:
+    block = bytearray(block)
+    block[148:156] = b" " * 8
+    return b"%06o\0 " % sum(block)
+
+
+def _assert_sane_or_refused(body: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(body, folder)
+        try:
+            with Bundle.open_path(path) as bundle:
+                members = list(bundle.members.values())
+        except IngestError as err:
+            assert str(err)
+            return
+    for found in members:
+        assert 0 <= found.size and found.offset + found.size <= len(body)
+        assert math.isfinite(found.mtime) and abs(found.mtime) < 2**63
+
+
+@SETTINGS
+@given(st.dictionaries(file_names, st.binary(max_size=1500), min_size=1, max_size=3),
+       st.sampled_from(sorted(HEADER_FIELDS)), st.data())
+def test_any_header_field_is_a_sane_member_or_a_bundle_error(files, field, data):
+    body = bytearray(make_bundle(files))
+    offset = data.draw(st.sampled_from(_header_offsets(bytes(body))))
+    start, end = HEADER_FIELDS[field]
+    if field in ("size", "mtime", "mode"):
+        value = data.draw(numbers.map(lambda n: _number_field(n, end - start))
+                          | st.binary(min_size=end - start, max_size=end - start))
+    else:
+        value = data.draw(st.binary(min_size=end - start, max_size=end - start))
+    body[offset + start:offset + end] = value
+    body[offset + 148:offset + 156] = _checksum(body[offset:offset + 512])
+    _assert_sane_or_refused(bytes(body))
+
+
+pax_keys = st.sampled_from(["size", "mtime", "atime", "uid", "gid", "path", "linkpath",
+                            "hdrcharset", "GNU.sparse.size", "comment"])
+pax_values = (st.integers(min_value=-(2**70), max_value=2**70).map(str)
+              | st.floats(allow_nan=True, allow_infinity=True).map(repr)
+              | st.sampled_from(["1e400", "inf", "-nan", "1_0", " 5", "", "BINARY", "0x10"])
+              | st.text(max_size=30))
+
+
+@SETTINGS
+@given(st.dictionaries(file_names, st.binary(max_size=1500), min_size=1, max_size=3),
+       st.lists(st.tuples(pax_keys, pax_values), min_size=1, max_size=5),
+       st.sampled_from([tarfile.XHDTYPE, tarfile.XGLTYPE]), st.binary(max_size=40))
+def test_any_pax_record_is_a_sane_member_or_a_bundle_error(files, records, kind, junk):
+    raw = b"".join(pax_record(key, value) for key, value in records)
+    body = pax_header(raw + junk, kind) + make_bundle(files, tar_format=tarfile.USTAR_FORMAT)
+    _assert_sane_or_refused(body)

@@ -24,11 +24,12 @@ KIB = 1024
 
 
 def create(stack, length: int, headers: dict | None = None) -> str:
-    """POST /files/; return the upload's URL."""
+    """POST /files/; return the upload's URL (its Location is relative to the server)."""
     reply = requests.post(stack.url + "/files/", timeout=30,
                           headers={**TUS, "Upload-Length": str(length), **(headers or {})})
     assert reply.status_code == 201, reply.text
-    return reply.headers["Location"]
+    assert reply.headers["Location"].startswith("/files/"), reply.headers
+    return stack.url + reply.headers["Location"]
 
 
 def patch(url: str, offset: int, data: bytes, **headers) -> requests.Response:

@@ -6,6 +6,7 @@ second request while one holds the upload, and expiry measured by the sweeper's 
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 import time
@@ -62,7 +63,7 @@ def test_a_crash_before_the_queue_is_finished_by_the_sweep(uploads):
     uploads.sweep()
     assert len(uploads.queued) == 1  # landing is idempotent: queued once
     landed, offset = uploads.status(info.upload_id, acting("alice"))
-    assert (landed.job_id, landed.landed, offset) == (info.job_id, True, len(body))
+    assert (landed.job_id, uploads.landed(landed), offset) == (info.job_id, True, len(body))
 
 
 def test_an_interrupted_chunk_keeps_its_bytes_unless_checksummed(uploads):
@@ -120,5 +121,17 @@ def test_expiry_removes_idle_partial_uploads_only(uploads):
     assert caught.value.status == 404
     assert uploads.sweep(now=time.time()) == 0
     assert uploads.sweep(now=later) == 1
-    assert os.listdir(uploads.store.root) == []
+    assert not [name for name in os.listdir(uploads.store.root)
+                if name.startswith(idle.upload_id)]
     assert uploads.queued == []
+
+
+def test_a_description_written_with_a_landed_flag_still_loads(uploads):
+    info = uploads.create(100, "erin")
+    path = os.path.join(uploads.store.root, info.upload_id + ".json")
+    with open(path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({**stored, "landed": False}, handle)  # as versions before the job row said so
+    assert uploads.store.load(info.upload_id) == info
+    assert uploads.status(info.upload_id, acting("erin"))[1] == 0

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import auth, catalog, db, jobs, recovery, schema, startup
+from . import auth, catalog, db, jobs, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
 from .files import unlink_quietly
@@ -16,6 +16,14 @@ from .queue import Enqueuer, make_celery, submit
 from .web.staging import Staging
 
 logger = logging.getLogger(__name__)
+
+
+def job_id_argument(text: str) -> int:
+    """argparse type of --job-id: a job id in the range a job can have."""
+    try:
+        return jobs.job_id_from(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     job = commands.add_parser("job", help="set a job's state by hand (e.g. fail a stuck job)")
-    job.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+    job.add_argument("--job-id", "--job_id", dest="job_id", type=job_id_argument,
+                     required=True)
     job.add_argument("--state", choices=(jobs.OK, jobs.FAILED))
     job.add_argument("--task", choices=[step.value for step in jobs.Step])
     job.add_argument("--task-percent", "--task_percent", dest="task_percent", type=float)
@@ -38,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     dbchk.add_argument("--equal", action="store_true", help="require exactly this version")
 
     retry = commands.add_parser("retry", help="ingest a bundle already on the volume again")
-    retry.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+    retry.add_argument("--job-id", "--job_id", dest="job_id", type=job_id_argument,
+                       required=True)
     retry.add_argument("--path", help="the bundle (or move JSON); default: the job's own")
     retry.add_argument("--move", action="store_true", help="the path is a move request")
     retry.add_argument("--force", action="store_true",
@@ -46,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "replaced) or one not finished whose worker is gone")
 
     files = commands.add_parser("files", help="list what a job ingested (embedded catalog)")
-    files.add_argument("--job-id", "--job_id", dest="job_id", type=int, required=True)
+    files.add_argument("--job-id", "--job_id", dest="job_id", type=job_id_argument,
+                       required=True)
 
     listing = commands.add_parser("jobs", help="list jobs, newest first, by state and age "
                                                "(find stuck ones)")
@@ -71,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what clients will read in 'exception'")
 
     commands.add_parser("recover", help="one pass of the frontend's sweep: fail uploads a "
-                                        "dead frontend left, queue again jobs a dead worker lost")
+                                        "dead frontend left, queue again jobs a dead worker "
+                                        "lost, remove failed bundles older than keep_failed")
 
     token = commands.add_parser("token", help="API tokens: users sending one need no proxy")
     token_commands = token.add_subparsers(dest="token_command", required=True)
@@ -81,12 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--user", help="only this user's")
     revoke = token_commands.add_parser("revoke", help="refuse a token from now on")
     revoke.add_argument("token", metavar="ID_OR_PREFIX", help="its id or prefix (token list)")
+
+    keys = commands.add_parser("keys", help="the public keys receipts are signed with")
+    keys.add_argument("--rotate", action="store_true",
+                      help="make a new signing key (older receipts still verify)")
+    check = commands.add_parser("verify-receipt", help="check a receipt's signature, and with "
+                                                       "--against-archive the archived files")
+    check.add_argument("receipt", metavar="FILE", help="a receipt saved from GET /receipt")
+    check.add_argument("--public-key", metavar="PEM",
+                       help="verify with this key file (offline) instead of the service's keys")
+    check.add_argument("--against-archive", action="store_true",
+                       help="re-hash every archived file the receipt names (a fixity audit)")
     return parser
 
 
 def _add_selection(command) -> None:
     which = command.add_mutually_exclusive_group(required=True)
-    which.add_argument("--job-id", "--job_id", dest="job_ids", type=int, action="append",
+    which.add_argument("--job-id", "--job_id", dest="job_ids", type=job_id_argument,
+                       action="append",
                        help="a job (repeatable)")
     which.add_argument("--stale", action="store_true",
                        help="every running job without progress for [ingest] stale_after")
@@ -222,6 +246,8 @@ def cmd_jobs(args, settings) -> int:
                                running=args.running or args.stale, limit=args.limit)
     described = [recovery.describe(job, stale_after) for job in found]
     if args.json:
+        for job in described:
+            job["notifications"] = notify.of_job(job["job_id"])
         _print(described)
     else:
         sys.stdout.write(_table(described))
@@ -321,7 +347,9 @@ def cmd_recover(args, settings) -> int:
     enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
     failed = recovery.fail_abandoned_uploads(settings.ingest.volume_path, stale_after)
     requeued = recovery.requeue_lost_jobs(enqueue, stale_after)
-    _print({"failed_uploads": failed, "requeued": requeued})
+    removed = recovery.remove_failed_bundles(settings.ingest.volume_path,
+                                             settings.ingest.keep_failed)
+    _print({"failed_uploads": failed, "requeued": requeued, "removed_bundles": removed})
     return 0
 
 
@@ -339,9 +367,49 @@ def cmd_token(args, settings) -> int:
     return 0
 
 
+def cmd_keys(args, _settings) -> int:
+    """Print the receipt keys (after making a new one with --rotate)."""
+    if args.rotate:
+        receipts.create_key()
+    _print({"algorithm": receipts.ALGORITHM, "keys": receipts.public_keys()})
+    return 0
+
+
+def cmd_verify_receipt(args, settings) -> int:
+    """Check a receipt's signature (and the archived files): 0 when everything holds."""
+    try:
+        with open(args.receipt, encoding="utf-8") as handle:
+            envelope = json.load(handle)
+        if args.public_key:
+            with open(args.public_key, encoding="ascii") as handle:
+                public_pem = handle.read()
+        else:
+            key = receipts.SigningKey.get_or_none(
+                receipts.SigningKey.key_id == str(envelope.get("key_id")))
+            if key is None:
+                raise receipts.ReceiptError(f"no key {envelope.get('key_id')!r} on this service: "
+                                            "pass --public-key")
+            public_pem = key.public_pem
+        document = receipts.verify(envelope, public_pem)
+    except (OSError, ValueError, AttributeError, receipts.ReceiptError) as err:
+        print(f"{args.receipt}: NOT VALID: {err}")
+        return 1
+    print(f"{args.receipt}: signature valid: job {document['job_id']}, "
+          f"{document['file_count']} files, {document['total_bytes']} bytes")
+    if not args.against_archive:
+        return 0
+    problems = receipts.audit(document, archive_from_settings(settings))
+    for line in problems:
+        print(f"DIFFERS: {line}")
+    print(f"{len(document['files']) - len(problems)} of {len(document['files'])} archived files "
+          "match the receipt")
+    return 1 if problems else 0
+
+
 COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": cmd_retry,
             "files": cmd_files, "jobs": cmd_jobs, "requeue": cmd_requeue, "fail": cmd_fail,
-            "recover": cmd_recover, "token": cmd_token}
+            "recover": cmd_recover, "token": cmd_token, "keys": cmd_keys,
+            "verify-receipt": cmd_verify_receipt}
 
 
 def main(argv=None) -> int:

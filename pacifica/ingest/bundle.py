@@ -1,6 +1,7 @@
 """A safe reader of tar bundles: only regular files under data/ plus metadata.txt.
 
-Headers are read once with ``tarfile`` (pax, GNU long names and all); member
+Every header is first checked by our own streaming pre-scan (``tarheaders``), then read
+once with ``tarfile`` (pax, GNU long names and all); member
 bytes are then read straight from the bundle file at their offsets, so no
 member is ever extracted by tarfile and no link is ever followed.
 
@@ -24,9 +25,10 @@ import zlib
 from dataclasses import dataclass
 
 from .archive import Extent
-from .errors import BundleError, MetadataError
+from .errors import BundleError, MetadataError, Problems
 from .files import unlink_quietly
 from .metadata import DATA_ROOT, split_path
+from .tarheaders import check_headers
 
 METADATA_NAME = "metadata.txt"
 BLOCK = 512
@@ -151,7 +153,7 @@ def compression_of(path: str):
         with open(path, "rb") as handle:
             head = handle.read(6)
     except OSError as err:
-        raise BundleError(f"the bundle file is not on the volume ({err.strerror}): {path}") from err
+        raise BundleError(f"the job's bundle file is not on the volume ({err.strerror})") from err
     for magic, name, opener in COMPRESSIONS:
         if head.startswith(magic):
             return name, opener
@@ -159,15 +161,20 @@ def compression_of(path: str):
 
 
 def unpack_cap(compressed_size: int, free_space: int, limits: BundleLimits) -> tuple[int, str]:
-    """The most bytes a decompressed bundle may take, and which limit sets it."""
+    """The most bytes a decompressed bundle may take, and the words for what sets it.
+
+    The volume's free space is not told to clients (nor is any path on the server).
+    """
     caps = [(max(free_space - limits.min_free_space, 0),
-             "the free space on the volume (less min_free_space)")]
+             "more than the volume has room for now (less min_free_space)")]
     if limits.max_unpacked_size:
-        caps.append((limits.max_unpacked_size, "max_bundle_size, which applies to the "
-                     "decompressed tar as to an uncompressed upload"))
+        caps.append((limits.max_unpacked_size, f"more than {limits.max_unpacked_size} bytes, "
+                     "over max_bundle_size, which applies to the decompressed tar as to an "
+                     "uncompressed upload"))
     if limits.max_unpack_ratio:
-        caps.append((limits.max_unpack_ratio * max(compressed_size, BLOCK),
-                     f"max_unpack_ratio: {limits.max_unpack_ratio} times the compressed size"))
+        cap = limits.max_unpack_ratio * max(compressed_size, BLOCK)
+        caps.append((cap, f"more than {cap} bytes, over max_unpack_ratio: "
+                     f"{limits.max_unpack_ratio} times the compressed size"))
     return min(caps)
 
 
@@ -190,8 +197,7 @@ def decompress(path: str, limits: BundleLimits) -> str:
                     break
                 written += len(chunk)
                 if written > cap:
-                    raise BundleError(f"the {name}-compressed bundle decompresses to more than "
-                                      f"{cap} bytes, over the limit set by {reason}; "
+                    raise BundleError(f"the {name}-compressed bundle decompresses to {reason}; "
                                       "refusing it (a decompression bomb?)")
                 try:
                     sink.write(chunk)
@@ -220,20 +226,18 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
     try:
         file_size = os.path.getsize(path)
     except OSError as err:
-        raise BundleError(f"the bundle file is not on the volume ({err.strerror}): {path}") from err
+        raise BundleError(f"the job's bundle file is not on the volume ({err.strerror})") from err
     if file_size == 0:
         raise BundleError("the upload is empty: a bundle is a tar holding data/... and metadata.txt")
-    problems: list[str] = []
+    problems = Problems()
     members: dict[str, Member] = {}
     metadata: Member | None = None
     seen: set[str] = set()
     total = 0
+    check_headers(path, file_size, limits.max_members)
     try:
         with tarfile.open(path, mode="r:") as tar:
-            for count, info in enumerate(_iterate(tar), start=1):
-                if count > limits.max_members:
-                    raise BundleError(f"the bundle has more than {limits.max_members} members "
-                                      "(the configured limit)")
+            for info in _iterate(tar):
                 name = _normalise(info.name, problems)
                 if name is None:
                     continue
@@ -288,7 +292,7 @@ def _iterate(tar: tarfile.TarFile):
         yield info
 
 
-def _read_error_message(err: Exception, problems: list[str]) -> str:
+def _read_error_message(err: Exception, problems: Problems) -> str:
     text = str(err)
     if "unexpected end of data" in text or "truncated" in text:
         return "the bundle is truncated: the tar ends in the middle of a member"
@@ -297,7 +301,7 @@ def _read_error_message(err: Exception, problems: list[str]) -> str:
     return f"the upload is not a tar archive ({text})"
 
 
-def _normalise(raw: str, problems: list[str]) -> str | None:
+def _normalise(raw: str, problems: Problems) -> str | None:
     """'./data//a/b' -> 'data/a/b'; None (with a problem noted) for unsafe names."""
     if raw.startswith("/") or raw.startswith("\\") or (len(raw) > 1 and raw[1] == ":"):
         problems.append(f"{raw}: absolute path; member names must be relative")

@@ -5,7 +5,8 @@ import json
 
 import peewee
 
-from .db import BaseModel, LongTextField, bulk_insert, database_proxy
+from .db import BaseModel, LongTextField, bulk_insert, database_proxy, too_wide
+from .errors import MetadataSinkError, Problems
 from .jobs import utcnow
 
 
@@ -67,20 +68,22 @@ def record(job_id: int, user: str, entries: list) -> bool:
     """Store one transaction's metadata once; False if it was already recorded."""
     fields = {e["destinationTable"].split(".", 1)[1]: e.get("value") for e in entries
               if e.get("destinationTable", "").startswith("Transactions.")}
+    transaction = {"job_id": job_id, "submitter": _text(fields.get("submitter")),
+                   "project": _text(fields.get("project")),
+                   "instrument": _text(fields.get("instrument")), "user": user,
+                   "metadata": json.dumps(entries)}
+    pairs = [{"job_id": job_id, "key": str(e["key"]), "value": _text(e.get("value")) or ""}
+             for e in entries if e.get("destinationTable") == "TransactionKeyValue"]
+    files = [{"file_id": e["_id"], "job_id": job_id, "name": e["name"], "subdir": e["subdir"],
+              "size": e["size"], "hashtype": e["hashtype"], "hashsum": e["hashsum"],
+              "mimetype": _text(e.get("mimetype")), "ctime": _text(e.get("ctime")),
+              "mtime": _text(e.get("mtime"))}
+             for e in entries if e.get("destinationTable") == "Files"]
+    _check_widths(transaction, pairs, files)
     with database_proxy.atomic():
         if Transaction.get_or_none(Transaction.job_id == job_id) is not None:
             return False
-        Transaction.create(job_id=job_id, submitter=_text(fields.get("submitter")),
-                           project=_text(fields.get("project")),
-                           instrument=_text(fields.get("instrument")), user=user,
-                           metadata=json.dumps(entries))
-        pairs = [{"job_id": job_id, "key": str(e["key"]), "value": _text(e.get("value")) or ""}
-                 for e in entries if e.get("destinationTable") == "TransactionKeyValue"]
-        files = [{"file_id": e["_id"], "job_id": job_id, "name": e["name"], "subdir": e["subdir"],
-                  "size": e["size"], "hashtype": e["hashtype"], "hashsum": e["hashsum"],
-                  "mimetype": _text(e.get("mimetype")), "ctime": _text(e.get("ctime")),
-                  "mtime": _text(e.get("mtime"))}
-                 for e in entries if e.get("destinationTable") == "Files"]
+        Transaction.create(**transaction)
         bulk_insert(TransactionKeyValue, pairs)
         bulk_insert(ArchivedFile, files)
     return True
@@ -91,6 +94,31 @@ def forget(job_id: int) -> None:
     with database_proxy.atomic():
         for model in (ArchivedFile, TransactionKeyValue, Transaction):
             model.delete().where(model.job_id == job_id).execute()
+
+
+def _check_widths(transaction: dict, pairs: list[dict], files: list[dict]) -> None:
+    """Refuse, naming each, values too wide for their columns (before anything is written)."""
+    problems = Problems()
+
+    def check(model, row: dict, label) -> None:
+        for name, value in row.items():
+            reason = too_wide(model._meta.fields[name], value)
+            if reason:
+                problems.append(f"{label(name)}: {reason}")
+
+    check(Transaction, transaction, lambda name: f"Transactions.{name}")
+    for pair in pairs:
+        check(TransactionKeyValue, pair,
+              lambda name, key=_short(pair["key"]): f"TransactionKeyValue.{name} of {key!r}")
+    for row in files:
+        check(ArchivedFile, row,
+              lambda name, path=_short(f"{row['subdir']}/{row['name']}"): f"Files.{name} of {path}")
+    if problems:
+        raise MetadataSinkError("the metadata does not fit the catalog's columns:", problems)
+
+
+def _short(text: str, most: int = 80) -> str:
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def files_of(job_id: int) -> list[dict]:

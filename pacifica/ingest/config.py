@@ -35,6 +35,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "tus_user_quota": ("1 Tb", None),
         "public_url": ("", None),
         "keep_failed": ("86400", None),
+        "idempotency_ttl": ("86400", None),
         "min_upload_rate": ("1 Kb", None),
         "upload_rate_window": ("60", None),
         "max_uploads": ("16", None),
@@ -46,6 +47,14 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "admins": ("", None),
     },
     "move": {"allowed_roots": ("", None)},
+    "notify": {
+        "urls": ("", None),
+        "secret": ("", None),
+        "allow_client_urls": ("false", None),
+        "allowed_hosts": ("", None),
+        "retry_for": ("3600", None),
+        "timeout": ("10", None),
+    },
     "logging": {
         "level": ("INFO", "INGEST_LOG_LEVEL"),
         "format": ("text", None),
@@ -138,6 +147,7 @@ class IngestSettings:
     tus_user_quota: int = 1024**4
     public_url: str = ""
     keep_failed: float = 86400.0
+    idempotency_ttl: float = 86400.0
     min_upload_rate: int = 1024
     upload_rate_window: float = 60.0
     max_uploads: int = 16
@@ -151,6 +161,18 @@ class AuthSettings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     require_user: bool = False
     admins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Completion webhooks: where to POST, the HMAC secret, client URLs and their allow-list."""
+
+    urls: tuple[str, ...] = ()
+    secret: str = ""
+    allow_client_urls: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    retry_for: float = 3600.0
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -241,6 +263,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     move: MoveSettings = field(default_factory=MoveSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
 
 
@@ -308,6 +331,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         tus_user_quota=size("ingest", "tus_user_quota"),
         public_url=get("ingest", "public_url").rstrip("/"),
         keep_failed=number("ingest", "keep_failed", float),
+        idempotency_ttl=number("ingest", "idempotency_ttl", float),
         min_upload_rate=size("ingest", "min_upload_rate"),
         upload_rate_window=number("ingest", "upload_rate_window", float),
         max_uploads=number("ingest", "max_uploads"),
@@ -359,9 +383,20 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         get_state_level=_choice(get("logging", "get_state_level").upper(), "logging",
                                 "get_state_level", LOG_LEVELS),
     )
+    notify = NotifySettings(
+        urls=_words(get("notify", "urls")),
+        secret=get("notify", "secret"),
+        allow_client_urls=_bool(get("notify", "allow_client_urls")),
+        allowed_hosts=_words(get("notify", "allowed_hosts")),
+        retry_for=number("notify", "retry_for", float),
+        timeout=number("notify", "timeout", float),
+    )
+    if (notify.urls or notify.allow_client_urls) and not notify.secret:
+        raise ConfigError("[notify] secret is required to sign webhooks: set it (e.g. "
+                          "INGEST_NOTIFY_SECRET) to a long random string shared with receivers")
     policy = PolicySettings(required=_words(get("policy", "required")))
     return Settings(ingest, services, archive, database, celery, http, auth, move, log_settings,
-                    policy)
+                    notify, policy)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -33,6 +33,26 @@ class LongTextField(peewee.TextField):
     field_type = "LONGTEXT"
 
 
+TEXT_BYTES = 65535  # what a MySQL TEXT column holds
+
+
+def too_wide(field: peewee.Field, value) -> str | None:
+    """Why a value does not fit its column on every database we run on, or None.
+
+    Checked before writing, so a value too wide is a clear message rather than a database
+    error (MySQL refuses it; SQLite would keep it).
+    """
+    if not isinstance(value, str) or isinstance(field, LongTextField):
+        return None
+    if isinstance(field, peewee.CharField) and len(value) > field.max_length:
+        return f"{len(value)} characters, at most {field.max_length}"
+    if isinstance(field, peewee.TextField):
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if size > TEXT_BYTES:
+            return f"{size} bytes of UTF-8, at most {TEXT_BYTES}"
+    return None
+
+
 class BaseModel(peewee.Model):
     """Base of every table; bound through the proxy."""
 

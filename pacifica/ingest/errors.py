@@ -5,13 +5,43 @@ layer turns the HTTP-facing ones into status codes in one place.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
+MAX_DETAILS = 50  # problems listed in a message; the rest are counted
+
+
+class Problems:
+    """Problems found in one pass: the first ``keep`` kept, every one counted.
+
+    Hostile input can hold millions of problems; a list of them all would cost memory
+    in proportion, so only the ones a message shows are built up.
+    """
+
+    def __init__(self, keep: int = MAX_DETAILS):
+        self.keep = keep
+        self.kept: list[str] = []
+        self.total = 0
+
+    def append(self, problem: str) -> None:
+        """Count a problem; keep it if fewer than ``keep`` are kept."""
+        self.total += 1
+        if len(self.kept) < self.keep:
+            self.kept.append(problem)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self):
+        return iter(self.kept)
+
 
 class IngestError(Exception):
     """Base of every expected failure; ``str(err)`` is the message shown to the client."""
 
-    def __init__(self, message: str, details: list[str] | None = None):
+    def __init__(self, message: str, details: Iterable[str] | None = None):
         self.message = message
         self.details = list(details or [])
+        self.omitted = len(details) - len(self.details) if details else 0  # counted, not kept
         super().__init__(message)
 
     def __str__(self) -> str:
@@ -21,8 +51,8 @@ class IngestError(Exception):
         """The message, followed by one line per detail."""
         if not self.details:
             return self.message
-        shown = self.details[:50]
-        more = len(self.details) - len(shown)
+        shown = self.details[:MAX_DETAILS]
+        more = len(self.details) - len(shown) + self.omitted
         lines = [self.message] + [f"  - {line}" for line in shown]
         if more:
             lines.append(f"  ... and {more} more")

@@ -7,8 +7,8 @@ from typing import Callable
 
 import peewee
 
-from .db import BaseModel, database_proxy, retrying
-from .errors import AdminRefused, JobNotFound
+from .db import BaseModel, database_proxy, retrying, too_wide
+from .errors import AdminRefused, JobNotFound, UploadError
 
 OK = "OK"
 FAILED = "FAILED"
@@ -37,6 +37,7 @@ WAITING = "waiting"  # accepted, but the broker could not take it yet; retried u
 QUEUED = "queued"  # handed to the broker
 DONE = "done"  # finished (OK or FAILED): nothing of it is left with the broker
 
+MAX_JOB_ID = 2**63 - 1  # the largest a BIGINT id column holds
 MAX_EXCEPTION = 16000  # characters of a failure message kept (MySQL TEXT holds 64 KiB)
 
 KIND_UPLOAD = "upload"
@@ -96,8 +97,27 @@ def _format_time(value) -> str:
 def create(job_id: int, user: str, kind: str = KIND_UPLOAD, path: str | None = None,
            bytes_expected: int | None = None, owner: str = "") -> Job:
     """Record a new job in state OK, task UPLOADING, 0 %."""
+    for name, value in (("user", user), ("path", path)):
+        reason = too_wide(Job._meta.fields[name], value)
+        if reason:
+            raise UploadError(f"the job's {name} does not fit: {reason}", status=400)
     return Job.create(job_id=job_id, user=user, kind=kind, path=path,
                       bytes_expected=bytes_expected, owner=owner)
+
+
+def job_id_from(text) -> int:
+    """A job id from a client's or an operator's text; ValueError saying what is wrong."""
+    digits = str(text).strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19
+            and 1 <= int(digits) <= MAX_JOB_ID):
+        shown = digits if len(digits) <= 40 else digits[:40] + "..."
+        raise ValueError(f"job_id must be an integer from 1 to {MAX_JOB_ID}, got {shown!r}")
+    return int(digits)
+
+
+def forget(job_id: int) -> None:
+    """Remove a job that never received a byte (it lost an idempotency race)."""
+    retrying(Job.delete().where(Job.job_id == job_id).execute)
 
 
 def get(job_id: int, visible: Callable[[str], bool] | None = None) -> Job:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .checksum import digest_size_of
-from .errors import MetadataError
+from .errors import MetadataError, Problems
 
 FILES = "Files"
 REQUIRED_FILE_KEYS = ("name", "subdir", "size", "hashtype", "hashsum")
@@ -59,21 +59,25 @@ def split_path(text: str) -> list[str]:
     return [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
 
 
-_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# Escapes are dropped first, so a string is a quote, anything but a quote, and an optional
+# closing quote (an unterminated one is consumed once, not rescanned from each quote in it).
+# Neither pattern can backtrack or stack per character: linear time, constant extra memory.
+_JSON_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_JSON_STRUCTURE = re.compile(r'"[^"]*"?|[\[\]{}]')
 
 
 def _check_depth(text: str) -> None:
     """Refuse JSON nested deeper than MAX_JSON_DEPTH before the parser recurses into it."""
     depth = 0
-    for match in _JSON_STRUCTURE.finditer(text):
+    for match in _JSON_STRUCTURE.finditer(_JSON_ESCAPE.sub("", text)):
         token = match.group()
-        if token in "[{":
+        if token in ("[", "{"):
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 raise MetadataError(
                     f"metadata.txt nests deeper than {MAX_JSON_DEPTH} levels; it must be a flat "
                     "list of objects")
-        elif token in "]}":
+        elif token in ("]", "}"):
             depth -= 1
 
 
@@ -97,7 +101,7 @@ def validate(entries, require_source: bool = False) -> IngestMetadata:
     if not isinstance(entries, list):
         raise MetadataError(
             f"metadata.txt must hold a JSON list of objects, not a {type(entries).__name__}")
-    problems: list[str] = []
+    problems = Problems()
     files: list[FileEntry] = []
     for index, entry in enumerate(entries):
         where = f"entry {index}"
@@ -122,7 +126,7 @@ def validate(entries, require_source: bool = False) -> IngestMetadata:
     return IngestMetadata(entries=entries, files=files)
 
 
-def _file_entry(index: int, entry: dict, require_source: bool, problems: list[str]):
+def _file_entry(index: int, entry: dict, require_source: bool, problems: Problems):
     where = f"Files entry {index}"
     if isinstance(entry.get("name"), str):
         where = f"Files entry {index} ({entry.get('subdir', '')!s}/{entry['name']})"
@@ -166,7 +170,7 @@ def place_files(files: Iterable[FileEntry], members: set[str]) -> list[FilePlace
     ``members`` are the normalised names of the bundle's regular files under data/.
     Prefer ``data/<subdir>/<name>``; else drop one leading ``data`` component of subdir.
     """
-    problems: list[str] = []
+    problems = Problems()
     placements: list[FilePlacement] = []
     claimed: dict[str, FileEntry] = {}
     for entry in files:

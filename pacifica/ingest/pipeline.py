@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Callable
 
-from . import jobs, metadata, metrics
+from . import jobs, metadata, metrics, receipts
 from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
-from .errors import IngestError, MetadataError
+from .errors import IngestError, MetadataError, Problems
 from .jobs import Job, Step
 from .move_sources import MoveSources, OpenedSource
 from .services.ids import MODE_FILE, IdSource
@@ -119,9 +121,12 @@ def _file_ids(job: Job, count: int, deps: Deps) -> int:
 
 
 def _check_sizes(bundle: Bundle, placements: list[metadata.FilePlacement]) -> None:
-    problems = [f"{p.member}: size mismatch, metadata says {p.entry.size} bytes, bundle has "
-                f"{bundle.members[p.member].size}"
-                for p in placements if bundle.members[p.member].size != p.entry.size]
+    problems = Problems()
+    for placement in placements:
+        found = bundle.members[placement.member].size
+        if found != placement.entry.size:
+            problems.append(f"{placement.member}: size mismatch, metadata says "
+                            f"{placement.entry.size} bytes, bundle has {found}")
     if problems:
         raise MetadataError("metadata.txt does not match the bundle's files:", problems)
 
@@ -160,7 +165,8 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
                               extent=bundle.extent(bundle.members[p.member]))
                    for p in placements]
         store_all(deps.archive, first_id, sources, job.job_id)
-        progress.end()
+        with rolled_back_on_failure(deps.archive, first_id, lambda: len(sources), job.job_id):
+            progress.end()
 
     return _publish(job, deps, progress, final, first_id, len(placements))
 
@@ -217,19 +223,14 @@ def _clip(subdir: str) -> str:
 
 def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
              count: int) -> tuple[int, int]:
-    """Record the metadata; if that fails, take the job's files back out of the archive.
-
-    Returns the files and bytes the job stored."""
-    progress.begin(Step.INGEST_METADATA)
-    try:
-        deps.sink.publish(job.job_id, job.user, final)
-    except IngestError as err:
-        left = rollback(deps.archive, first_id, count)
-        if left:
-            err.details.append(left)
-        raise
+    """Record the metadata and the receipt; if anything fails, take the job's files back out
+    of the archive.  Returns the files and bytes the job stored."""
     size = sum(int(entry.get("size") or 0) for entry in final
                if entry.get("destinationTable") == "Files")
+    with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
+        progress.begin(Step.INGEST_METADATA)
+        deps.sink.publish(job.job_id, job.user, final)
+        receipts.record(job, final)  # signed before the job shows complete: a done job has one
     if jobs.finish(job.job_id):
         progress.count_duration()
         _remove_quietly(job.path)
@@ -243,11 +244,19 @@ def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],
               job_id: int) -> None:
     """Store every file, then make them durable; on any failure remove what this job stored."""
     fanout = StoreFanout(archive, first_id)
-    try:
+    with rolled_back_on_failure(archive, first_id, lambda: fanout.submitted, job_id):
         fanout.run(sources)
         archive.sync()
+
+
+@contextmanager
+def rolled_back_on_failure(archive: ArchiveBackend, first_id: int, count: Callable[[], int],
+                           job_id: int):
+    """On any exception (BaseException: a cancel or a shutdown too), remove the job's files."""
+    try:
+        yield
     except BaseException as err:
-        attempted = fanout.submitted
+        attempted = count()
         left = rollback(archive, first_id, attempted)
         logger.info("job %s: rolled back %d file(s) after %r", job_id, attempted, err)
         if isinstance(err, IngestError) and left:

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 TASK_INGEST = "pacifica.ingest.ingest"
 TASK_MOVE = "pacifica.ingest.move"
+TASK_NOTIFY = "pacifica.ingest.notify"
 TASK_FOR_KIND = {"upload": TASK_INGEST, "move": TASK_MOVE}
 
 # A long ingest must not be redelivered while it still runs (Redis/SQS visibility).
@@ -50,6 +51,9 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=conf.concurrency,
+        # a pool process grown past this (bytes in settings, KiB here) is replaced after its job
+        worker_max_memory_per_child=max(conf.max_memory_per_child // 1024, 1)
+        if conf.max_memory_per_child else None,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,

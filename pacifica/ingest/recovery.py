@@ -14,6 +14,9 @@ its message may still be in the broker.
   worker was killed with SIGKILL); they are queued again, by the next sweep when
   the dead worker was on this host.  A duplicate message (RabbitMQ redelivers
   the unacknowledged one too) is harmless: ``claim_run`` lets one worker run a job at a time.
+- ``remove_failed_bundles``: the bundles of jobs FAILED more than ``keep_failed`` seconds
+  ago leave the volume, and the job's ``path`` becomes ``REMOVED`` (``bundle_removed`` tells;
+  a job that never had a bundle on the volume keeps no path at all).
 - ``Janitor``: the frontend's background thread doing all of that, plus handing
   WAITING jobs to the broker once it is back.
 """
@@ -26,6 +29,7 @@ import socket
 
 from . import jobs
 from .db import database_proxy, retrying
+from .files import fsync_directory
 from .jobs import Job
 from .queue import WaitingJobsRetry, submit
 
@@ -33,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 LEFTOVER_SUFFIXES = (".tar.part", ".tar.unpacked", ".tar.unpacked.part")
+REMOVED = ""  # the path of a failed job whose bundle was removed after keep_failed
 
 
 def this_process() -> str:
@@ -115,7 +120,8 @@ def describe(job: Job, stale_after: float) -> dict:
                 attempts=job.attempts, path=job.path, file_id_start=job.file_id_start,
                 file_count=job.file_count, bytes_expected=job.bytes_expected,
                 bytes_received=job.bytes_received, seconds_since_update=age,
-                stale=bool(running and is_stale(job.updated, stale_after)))
+                stale=bool(running and is_stale(job.updated, stale_after)),
+                bundle_removed=bundle_removed(job))
 
 
 def abandoned_uploads(stale_after: float) -> list[Job]:
@@ -133,10 +139,39 @@ def interrupted_message(received: int, expected: int | None, who: str) -> str:
             "upload the bundle again")
 
 
+def landed_body(volume_path: str, job: Job) -> str | None:
+    """The bundle of an abandoned upload whose whole body had arrived, made durable; else None.
+
+    The frontend renames ``<id>.tar.part`` to ``<id>.tar`` only after the last byte and an
+    fsync; a part file as long as the declared Content-Length is fsynced and renamed here."""
+    final = os.path.join(volume_path, f"{job.job_id}.tar")
+    if os.path.exists(final):
+        return final
+    partial = final + ".part"
+    try:
+        if job.bytes_expected is None or os.path.getsize(partial) != job.bytes_expected:
+            return None
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, final)
+    except FileNotFoundError:
+        return None
+    fsync_directory(volume_path)
+    return final
+
+
 def fail_abandoned_uploads(volume_path: str, stale_after: float) -> list[int]:
-    """Fail each abandoned upload with its byte counts and remove its partial file."""
+    """Queue each abandoned upload whose whole body landed; fail the others with their byte
+    counts and remove their partial files.  Returns the failed ones."""
     failed = []
     for job in abandoned_uploads(stale_after):
+        bundle = landed_body(volume_path, job)
+        if bundle is not None:
+            jobs.set_fields(job.job_id, path=bundle, bytes_received=os.path.getsize(bundle),
+                            task_percent=100.0, queue_state=jobs.WAITING, owner="")
+            logger.warning("job %s: its frontend %s died after the whole body arrived; the "
+                           "bundle is queued", job.job_id, job.owner)
+            continue
         received = job.bytes_received or 0
         partial = os.path.join(volume_path, f"{job.job_id}.tar.part")
         if os.path.exists(partial):
@@ -158,6 +193,44 @@ def remove_leftovers(volume_path: str, job_id: int) -> None:
             os.unlink(os.path.join(volume_path, f"{job_id}{suffix}"))
         except FileNotFoundError:
             pass
+
+
+def remove_failed_bundles(volume_path: str, keep_failed: float) -> list[int]:
+    """Remove from the volume the bundles of jobs FAILED ``keep_failed`` seconds ago or more.
+
+    Only files the job has on the volume go (its bundle or move request, partial and
+    decompressed copies); a path elsewhere (``retry --path``) is not ours and stays.  The path
+    becomes REMOVED first, and only while the job is still FAILED, so a job being retried
+    keeps it.
+    """
+    volume = os.path.abspath(volume_path)
+    candidates = Job.select(Job.job_id, Job.path).where(
+        (Job.state == jobs.FAILED) & Job.path.is_null(False)
+        & Job.path.startswith(volume + os.sep) & (Job.updated <= cutoff(keep_failed)))
+    removed = []
+    for job in candidates:
+        if os.path.dirname(job.path) != volume or not os.path.basename(job.path).startswith(
+                f"{job.job_id}."):
+            continue
+        query = Job.update(path=REMOVED).where((Job.job_id == job.job_id) & (Job.path == job.path)
+                                            & (Job.state == jobs.FAILED))
+        if retrying(query.execute) == 0:
+            continue
+        for path in (job.path, *(os.path.join(volume, f"{job.job_id}{suffix}")
+                                 for suffix in LEFTOVER_SUFFIXES)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        logger.info("job %s: FAILED more than %.0f s ago; removed its bundle %s (keep_failed)",
+                    job.job_id, keep_failed, job.path)
+        removed.append(job.job_id)
+    return removed
+
+
+def bundle_removed(job: Job) -> bool:
+    """True when a failed job's bundle was on the volume and has been removed after keep_failed."""
+    return job.state == jobs.FAILED and job.path == REMOVED
 
 
 def lost_jobs(stale_after: float) -> list[Job]:
@@ -202,14 +275,15 @@ def requeue_lost_jobs(enqueue, stale_after: float) -> list[int]:
 
 
 class Janitor(WaitingJobsRetry):
-    """The frontend's background thread: waiting jobs, abandoned uploads, lost jobs."""
+    """The frontend's background thread: waiting jobs, abandoned uploads, lost jobs, failures."""
 
     def __init__(self, enqueue, volume_path: str, stale_after: float,
-                 interval: float | None = None):
+                 interval: float | None = None, keep_failed: float | None = None):
         super().__init__(enqueue, interval if interval is not None
                          else max(min(5.0, stale_after / 3), 0.5))
         self.volume_path = volume_path
         self.stale_after = stale_after
+        self.keep_failed = keep_failed  # None: failed bundles are kept
 
     def run_once(self) -> int:
         """One pass of every sweep; return how many jobs the broker took."""
@@ -217,6 +291,8 @@ class Janitor(WaitingJobsRetry):
             database_proxy.connect(reuse_if_open=True)
             fail_abandoned_uploads(self.volume_path, self.stale_after)
             requeue_lost_jobs(self.enqueue, self.stale_after)
+            if self.keep_failed is not None:
+                remove_failed_bundles(self.volume_path, self.keep_failed)
         finally:
             database_proxy.close()
         return super().run_once()

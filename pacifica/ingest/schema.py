@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import peewee
 
-from . import auth, catalog, heartbeats, jobs
+from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts
 from .db import BaseModel, database_proxy
 from .services import ids
 
@@ -16,7 +16,9 @@ SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 1
 
 MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
-          catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat)
+          catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat, receipts.SigningKey,
+          receipts.Receipt, notify.Delivery,
+          idempotency.IdempotencyKey)
 
 
 def _add_tables(*models):
@@ -29,7 +31,9 @@ def _add_tables(*models):
 
 # (major, minor) -> (the version it leads to, the step that gets there).
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
-    (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat)),
+    (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat,
+                                  receipts.SigningKey, receipts.Receipt, notify.Delivery,
+                                  idempotency.IdempotencyKey)),
 }
 
 
@@ -93,7 +97,6 @@ def sync() -> tuple[int, int]:
         version = current_version()
         if version == target:
             logger.info("database schema already at %d.%d", *version)
-            return version
         if version == (0, 0):
             logger.info("creating the database schema %d.%d", *target)
             database_proxy.create_tables((SchemaVersion, *MODELS), safe=True)
@@ -108,6 +111,7 @@ def sync() -> tuple[int, int]:
             logger.info("migrating schema to %d.%d", *version)
             step()
         _write_version(version)
+        receipts.current_key()  # the key that signs receipts, made by the first dbsync
     return version
 
 

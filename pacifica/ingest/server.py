@@ -101,7 +101,8 @@ def stop_worker(worker: subprocess.Popen, grace: float = 30.0) -> None:
 def start_background(app, settings) -> list:
     """The frontend's background threads: the job janitor (after one sweep now, before serving
     fails uploads a dead frontend left behind) and the tus expiry sweeper. Returns them."""
-    janitor = Janitor(app.intake.enqueue, settings.ingest.volume_path, settings.ingest.stale_after)
+    janitor = Janitor(app.intake.enqueue, settings.ingest.volume_path, settings.ingest.stale_after,
+                      keep_failed=settings.ingest.keep_failed)
     try:
         janitor.run_once()
     except Exception:  # the database may not be there yet; the thread tries again

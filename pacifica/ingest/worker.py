@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
+import uuid
 from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, heartbeats, jobs, logsetup, metrics, recovery, schema
+from . import db, heartbeats, jobs, logsetup, metrics, notify, receipts, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
 from .errors import IngestError, JobNotFound
-from .http import make_session
+from .http import make_session, redact
 from .jobs import Step
 from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
-from .queue import TASK_INGEST, TASK_MOVE
+from .queue import TASK_INGEST, TASK_MOVE, TASK_NOTIFY
 from .services.ids import CounterIdSource, UniqueIdClient
 from .services.metadata_sink import LocalMetadataSink, MetadataClient
 from .services.policy import LocalPolicy, PolicyClient
@@ -51,15 +51,36 @@ DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the datab
 
 
 def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
-            stale_after: float = 3600.0) -> None:
-    """Run a job's pipeline once (every line it logs carries the job id)."""
+            stale_after: float = 3600.0, on_end: Callable[[int], None] | None = None) -> None:
+    """Run a job's pipeline once (every line it logs carries the job id).
+
+    ``on_end(job_id)`` is called once the job has ended, OK or FAILED (webhooks)."""
     with logsetup.job_context(job_id):
-        _run_job(job_id, task_name, get_deps, stale_after)
+        ended = False
+        try:
+            ended = _run_job(job_id, task_name, get_deps, stale_after)
+        except Exception:
+            ended = True  # failed as an internal error
+            raise
+        finally:
+            if ended and on_end is not None:
+                _quietly(on_end, job_id)
+
+
+def _quietly(action: Callable[[int], None], job_id: int) -> None:
+    """Run an after-the-job action; its failure is logged, never the job's."""
+    try:
+        action(job_id)
+    except Exception:  # pylint: disable=broad-except
+        logger.warning("job %s: %s failed", job_id, getattr(action, "__name__", action),
+                       exc_info=True)
 
 
 def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
-             stale_after: float) -> None:
+             stale_after: float) -> bool:
     """Run a job's pipeline once; an IngestError becomes FAILED with its message.
+
+    True when this run ended the job (OK or FAILED); False when it was not ours to run.
 
     A delivery of a job another live process is running is dropped (duplicates
     come from broker redelivery and the lost-job sweep); a job whose previous
@@ -69,20 +90,20 @@ def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
         job = db.retrying(lambda: jobs.get(job_id))
     except JobNotFound:
         logger.error("task %s for job %s: no such job, dropping it", task_name, job_id)
-        return
+        return False
     if job.complete or job.state != jobs.OK:
         logger.info("job %s is already %s (complete=%s); nothing to do", job_id, job.state,
                     job.complete)
-        return
+        return False
     me = recovery.this_process()
     if job.owner and job.owner != me and recovery.owner_alive(job.owner, job.updated,
                                                                stale_after):
         logger.warning("job %s is being run by %s; dropping this duplicate delivery", job_id,
                        job.owner)
-        return
+        return False
     if not jobs.claim_run(job_id, job.owner, me):
         logger.warning("job %s was taken by another worker; dropping this delivery", job_id)
-        return
+        return False
     if job.owner:
         logger.warning("job %s: taking over from %s, which is gone; running it again",
                        job_id, job.owner)
@@ -96,18 +117,22 @@ def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
         metrics.instruments().completed.inc()
         logger.info("job %s ok: %d files, %d bytes in %.2f s", job_id, files, size,
                     time.monotonic() - started)
+        return True
     except JobCancelled:
         logger.info("job %s was stopped from outside while it ran", job_id)
+        return False
     except IngestError as err:
         logger.info("job %s failed at %s: %s", job_id, progress.step.value, err)
-        jobs.fail(job_id, progress.step, str(err))
+        jobs.fail(job_id, progress.step, redact(str(err)))
         metrics.job_failed(progress.step.value, err)
+        return True
     except Exception as err:
-        logger.exception("job %s: unexpected error at %s", job_id, progress.step.value)
+        incident = uuid.uuid4().hex
+        logger.exception("job %s: unexpected error at %s (incident %s)", job_id,
+                         progress.step.value, incident)
         metrics.job_failed(progress.step.value, err)
-        jobs.fail(job_id, progress.step, f"internal error at {progress.step.value}: {err!r} "
-                                         "(the service logs have the details)\n"
-                                         + traceback.format_exc(limit=5))
+        jobs.fail(job_id, progress.step, f"internal error while {progress.step.value} (logged "
+                                         f"as {incident}); the job's files were not ingested")
         raise
 
 
@@ -144,15 +169,36 @@ def install(app: Celery, settings: Settings) -> None:
             state["deps"] = build_deps(settings)
         return state["deps"]
 
+    @app.task(name=TASK_NOTIFY, bind=True, acks_late=True, reject_on_worker_lost=True,
+              max_retries=None)
+    def deliver(task, delivery_id: str) -> None:
+        """POST one webhook; retried with backoff for [notify] retry_for seconds."""
+        done, age = notify.attempt(delivery_id, settings.notify.secret, settings.notify.timeout)
+        if done:
+            return
+        if age >= settings.notify.retry_for:
+            notify.give_up(delivery_id)
+            return
+        raise task.retry(countdown=notify.backoff(task.request.retries + 1))
+
+    def notify_end(job_id: int) -> None:
+        """Record the job's webhooks and queue their first attempts."""
+        envelope = receipts.of_job(job_id)
+        for delivery_id in notify.record(job_id, list(settings.notify.urls),
+                                         envelope and envelope["sha256"]):
+            deliver.apply_async(args=[delivery_id], queue=settings.celery.queue_name)
+
+    on_end = notify_end if settings.notify.urls else None
+
     @app.task(name=TASK_INGEST, acks_late=True, reject_on_worker_lost=True)
     def ingest(job_id: int) -> None:
         """Ingest an uploaded bundle."""
-        run_job(int(job_id), TASK_INGEST, deps, settings.ingest.stale_after)
+        run_job(int(job_id), TASK_INGEST, deps, settings.ingest.stale_after, on_end)
 
     @app.task(name=TASK_MOVE, acks_late=True, reject_on_worker_lost=True)
     def move(job_id: int) -> None:
         """Ingest files already on the archive."""
-        run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after)
+        run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after, on_end)
 
     db.bind(settings.database)
     metrics.enable(settings.ingest.volume_path)

@@ -57,6 +57,9 @@ class ArchiveBackend(Protocol):
     def sync(self) -> None:
         """Make everything stored so far durable."""
 
+    def read(self, file_id: int) -> BinaryIO:
+        """The stored bytes of a file (a fixity audit reads them back)."""
+
     def describe(self) -> str:
         """Where the files go, for messages."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import BinaryIO
 from dataclasses import replace
 from email.utils import formatdate
 
@@ -12,7 +13,7 @@ from urllib3.exceptions import NewConnectionError
 from . import FileSource
 from ..config import Settings
 from ..errors import ArchiveError, ServiceUnavailable
-from ..http import make_session, reply_message
+from ..http import make_session, redact, reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class HttpArchive:
 
     def describe(self) -> str:
         """The Archive Interface URL."""
-        return f"Archive Interface {self.url}"
+        return f"Archive Interface {redact(self.url)}"
 
     def _call(self, what: str, send):
         """Run one request, retrying connection errors and 5xx with backoff."""
@@ -85,8 +86,8 @@ class HttpArchive:
             if attempt < self.retries:
                 time.sleep(self.backoff * 2**attempt)
         failure = ServiceUnavailable if reached else _NeverReached
-        raise failure(f"{what}: the Archive Interface at {self.url} {error} "
-                      f"(after {self.retries + 1} tries)")
+        raise failure(redact(f"{what}: the Archive Interface at {self.url} {error} "
+                             f"(after {self.retries + 1} tries)"))
 
     def store(self, file_id: int, source: FileSource) -> None:
         """PUT the bytes, then check the hash we saw and the size the archive saw."""
@@ -132,6 +133,16 @@ class HttpArchive:
         if reply.status_code >= 400:
             raise ArchiveError(f"the Archive Interface refused to move {path} to file id "
                                f"{file_id}: {reply.status_code} {reply_message(reply)}")
+
+    def read(self, file_id: int) -> BinaryIO:
+        """The stored file, streamed back from the Archive Interface (GET /<id>)."""
+        reply = self._call(f"reading file id {file_id}",
+                           lambda: self.session.get(f"{self.url}/{file_id}", stream=True))
+        if reply.status_code >= 400:
+            raise ArchiveError(f"the Archive Interface could not read file id {file_id}: "
+                               f"{reply.status_code} {reply_message(reply)}")
+        reply.raw.decode_content = True
+        return reply.raw
 
     def remove(self, file_id: int) -> bool:
         """The Archive Interface has no delete: only a file it never received counts as gone."""

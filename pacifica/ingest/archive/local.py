@@ -65,7 +65,7 @@ class LocalArchive:
 
     def describe(self) -> str:
         """The archive directory."""
-        return f"local archive {self.root}"
+        return "local archive"  # no server path in a client's message
 
     def path_for(self, file_id: int) -> str:
         """Where a file id lives: root/<millions>/<thousands>/<id>, so no directory grows huge."""
@@ -90,7 +90,7 @@ class LocalArchive:
             self._publish(descriptor, partial, final)
         except OSError as err:
             _close_and_discard(descriptor, partial)
-            raise ArchiveError(f"could not write file id {file_id} to {self.root}: "
+            raise ArchiveError(f"could not write file id {file_id} to the local archive: "
                                f"{err.strerror or err}") from err
         except BaseException:
             _close_and_discard(descriptor, partial)
@@ -157,6 +157,10 @@ class LocalArchive:
         descriptor, verified, then named.  The original stays where it was."""
         del path  # the bytes come from the held descriptor, never from the path again
         self.store(file_id, source)
+
+    def read(self, file_id: int) -> BinaryIO:
+        """The stored file, opened for reading."""
+        return open(self.path_for(file_id), "rb")  # pylint: disable=consider-using-with
 
     def remove(self, file_id: int) -> bool:
         """Delete a file and any partial copy of it."""

@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import time
+import urllib.parse
 from typing import Callable
 
 import requests
@@ -100,6 +101,13 @@ def _reason(reply: requests.Response) -> str:
     except ValueError:
         message = None
     return f"{reply.status_code} {reply.reason}: {message or reply.text.strip()[:500]}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL (the default port spelled out)."""
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
 
 
 class ResumeStore:
@@ -251,7 +259,22 @@ class IngestClient:
             "Upload-Length": str(length), "Upload-Metadata": f"filename {encoded}"}))
         if reply.status_code != 201:
             raise UploadFailed(f"the server refused the upload: {_reason(reply)}")
-        return requests.compat.urljoin(endpoint, reply.headers["Location"])
+        return self._upload_url(reply.headers.get("Location"))
+
+    def _upload_url(self, location: str | None) -> str:
+        """The new upload's URL: its Location resolved against the server, never elsewhere."""
+        if not location:
+            raise UploadFailed("the server created the upload but named no Location for it")
+        try:
+            url = urllib.parse.urljoin(self.url + "/", location)
+            foreign = _origin(url) != _origin(self.url)
+        except ValueError:  # e.g. a port that is no number
+            foreign = True
+        if foreign:
+            raise UploadFailed(f"the server named {location[:200]!r} as the upload's address, "
+                               f"which is not on {self.url}; refusing to send the bundle there "
+                               "(the server's public_url setting may be wrong)")
+        return url
 
     def _resume(self, url: str, length: int) -> tuple[int | None, int | None]:
         """Offset and job id of a saved upload, or (None, None) when it must start over."""

@@ -9,7 +9,7 @@ import requests
 
 from ..db import BaseModel, database_proxy, retrying
 from ..errors import ServiceUnavailable
-from ..http import reply_message
+from ..http import redact, reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +64,22 @@ class UniqueIdClient:
     def reserve(self, count: int, mode: str) -> int:
         """Ask UniqueID for a range and check it is the size asked for."""
         url = f"{self.url}/getid"
+        shown = redact(url)
         try:
             reply = self.session.get(url, params={"range": count, "mode": mode})
         except requests.RequestException as err:
-            raise ServiceUnavailable(f"UniqueID at {url} could not be reached: {err}") from err
+            raise ServiceUnavailable(
+                redact(f"UniqueID at {shown} could not be reached: {err}")) from err
         if reply.status_code != 200:
             raise ServiceUnavailable(
-                f"UniqueID at {url} answered {reply.status_code}: {reply_message(reply)}")
+                f"UniqueID at {shown} answered {reply.status_code}: {reply_message(reply)}")
         try:
             body = reply.json()
             start, end = int(body["startIndex"]), int(body["endIndex"])
         except (ValueError, KeyError, TypeError) as err:
             raise ServiceUnavailable(
-                f"UniqueID at {url} gave no id range: {reply.text[:300]!r}") from err
+                f"UniqueID at {shown} gave no id range: {reply.text[:300]!r}") from err
         if start < 1 or end - start + 1 != count:
             raise ServiceUnavailable(
-                f"UniqueID at {url} gave ids {start}..{end} when {count} were asked for")
+                f"UniqueID at {shown} gave ids {start}..{end} when {count} were asked for")
         return start

@@ -8,7 +8,7 @@ import requests
 
 from .. import catalog
 from ..errors import MetadataSinkError, ServiceUnavailable
-from ..http import reply_message, says_success
+from ..http import redact, reply_message, says_success
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class MetadataClient:
         try:
             reply = self.session.put(self.url, json=metadata)
         except requests.RequestException as err:
-            raise ServiceUnavailable(f"Metadata at {self.url} could not be reached: {err}") from err
+            raise ServiceUnavailable(
+                redact(f"Metadata at {self.url} could not be reached: {err}")) from err
         if says_success(reply):
             return
         message = reply_message(reply)
@@ -55,8 +56,8 @@ class MetadataClient:
             logger.info("job %s: Metadata already holds its transaction; not sent twice", job_id)
             return
         if reply.status_code >= 500:
-            raise ServiceUnavailable(f"Metadata at {self.url} failed ({reply.status_code}): "
-                                     f"{message}")
+            raise ServiceUnavailable(f"Metadata at {redact(self.url)} failed "
+                                     f"({reply.status_code}): {message}")
         raise MetadataSinkError(f"the Metadata service refused the transaction "
                                 f"({reply.status_code}): {message}")
 

@@ -6,7 +6,7 @@ from typing import Protocol
 import requests
 
 from ..errors import PolicyRejected, ServiceUnavailable
-from ..http import reply_message, says_success
+from ..http import redact, reply_message, says_success
 
 
 class PolicyCheck(Protocol):
@@ -50,11 +50,12 @@ class PolicyClient:
         try:
             reply = self.session.post(self.url, json=metadata, headers={self.auth_header: user})
         except requests.RequestException as err:
-            raise ServiceUnavailable(f"Policy at {self.url} could not be reached: {err}") from err
+            raise ServiceUnavailable(
+                redact(f"Policy at {self.url} could not be reached: {err}")) from err
         if says_success(reply):
             return
         if reply.status_code >= 500:
-            raise ServiceUnavailable(f"Policy at {self.url} failed ({reply.status_code}): "
+            raise ServiceUnavailable(f"Policy at {redact(self.url)} failed ({reply.status_code}): "
                                      f"{reply_message(reply)}")
         raise PolicyRejected(f"policy rejected the upload ({reply.status_code}): "
                              f"{reply_message(reply)}")

@@ -22,6 +22,8 @@ from .handlers import JobFiles, JobState, Move, Root, Upload
 from .identity import Identifier
 from .intake import Intake
 from .metrics import mount as mount_metrics
+from .receipts import mount as mount_receipts
+from .limits import UploadSlots, read_timeout, thread_pool
 from .staging import Staging
 from .tus import build_uploads
 from .tus import mount as mount_tus
@@ -110,7 +112,8 @@ def build_intake(settings: Settings, enqueue) -> Intake:
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
     return Intake(ids, staging, enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
-                  moves_allowed=bool(settings.move.allowed_roots))
+                  moves_allowed=bool(settings.move.allowed_roots),
+                  idempotency_ttl=settings.ingest.idempotency_ttl)
 
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
@@ -121,7 +124,8 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     intake = build_intake(settings, enqueue or Enqueuer(celery_app, settings.celery.queue_name))
     identifier = Identifier(settings)
     root = Root()
-    root.upload = Upload(intake, identifier)
+    slots = UploadSlots.from_settings(settings)
+    root.upload = Upload(intake, identifier, slots=slots)
     root.ingest = root.upload
     root.move = Move(intake, identifier)
     root.get_state = JobState(identifier)
@@ -137,6 +141,8 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
             "request.show_tracebacks": False,
             "tools.encode.on": True,
             "request.body.maxbytes": settings.ingest.max_metadata_size,
+            "tools.body_floor.on": True,
+            "tools.body_floor.slots": slots,
         },
         "/health": {"tools.ingest_db.on": False},
         "/ready": {"tools.ingest_db.on": False},
@@ -144,8 +150,9 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
         "/ingest": streaming,
     }
     uploads = build_uploads(settings, intake)
-    config.update(mount_tus(root, uploads, settings, identifier))
+    config.update(mount_tus(root, uploads, settings, identifier, slots))
     config.update(mount_metrics(root, settings, uploads.store))
+    config.update(mount_receipts(root, identifier))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
         FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,
@@ -156,18 +163,18 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
 
 
 def server_config(settings: Settings, host: str, port: int) -> dict:
-    """CherryPy's own server: no body size cap (we stream and enforce our own), long timeouts."""
+    """CherryPy's own server: no body size cap (we stream and enforce our own), strict framing
+    and bounded reads (``httpserver.IngestServer``), threads beyond the upload cap."""
     return {
+        "server.instance": "pacifica.ingest.web.httpserver.IngestServer",
         "server.socket_host": host,
         "server.socket_port": port,
         "server.max_request_body_size": 0,
-        "server.socket_timeout": settings.ingest.socket_timeout,
-        "server.thread_pool": settings.ingest.thread_pool,
+        "server.socket_timeout": read_timeout(settings),
+        "server.thread_pool": thread_pool(settings),
         # CherryPy listens with a backlog of 5: a burst of new connections (32 pollers at
         # once) overflows it, and the kernel drops SYNs that clients resend only a second later.
         "server.socket_queue_size": 1024,
-        # Underscored header names never alias the identity header (web/header_names.py).
-        "server.instance": "pacifica.ingest.web.header_names.FoldingServer",
         "engine.autoreload.on": False,
         "checker.on": False,
         "log.screen": False,

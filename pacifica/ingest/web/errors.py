@@ -10,12 +10,14 @@ import cherrypy
 from .. import __version__
 from ..db import UNAVAILABLE_ERRORS
 from ..errors import IngestError, JobNotFound, ServiceUnavailable, UploadError
+from ..http import redact
+from ..jobs import job_id_from
 
 logger = logging.getLogger(__name__)
 
 
 class BadJobId(ValueError):
-    """A job_id query parameter that is missing or not an integer."""
+    """A job_id query parameter that is missing or not a job id."""
 
 
 def parse_job_id(value) -> int:
@@ -23,14 +25,14 @@ def parse_job_id(value) -> int:
     if value is None:
         raise BadJobId("job_id is required, e.g. /get_state?job_id=1")
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadJobId(f"job_id must be an integer, got {value!r}") from None
+        return job_id_from(value)
+    except ValueError as err:
+        raise BadJobId(str(err)) from None
 
 
 def database_unavailable(err: Exception) -> str:
     """The 503 message when the job database cannot be reached."""
-    return f"the job database is unavailable; try again shortly ({err})"
+    return redact(f"the job database is unavailable; try again shortly ({err})")
 
 
 def json_errors(handler):
@@ -49,7 +51,7 @@ def json_errors(handler):
             suffix = f" (job {job} is marked FAILED)" if job is not None else ""
             raise cherrypy.HTTPError(err.status, f"{err}{suffix}") from err
         except ServiceUnavailable as err:
-            raise cherrypy.HTTPError(503, str(err)) from err
+            raise cherrypy.HTTPError(503, redact(str(err))) from err
         except IngestError as err:
             raise cherrypy.HTTPError(400, str(err)) from err
         except UNAVAILABLE_ERRORS as err:
@@ -59,8 +61,14 @@ def json_errors(handler):
     return wrapper
 
 
-def error_page(status, message, traceback, version):  # pylint: disable=redefined-outer-name
-    """CherryPy's error page, as JSON in the shape the original service used."""
-    cherrypy.response.headers["Content-Type"] = "application/json"
-    return json.dumps({"status": status, "message": message, "traceback": traceback,
+def error_json(status: str, message: str) -> str:
+    """An error body in the shape the original service used; never a traceback (it is logged)."""
+    return json.dumps({"status": status, "message": message, "traceback": "",
                        "version": __version__})
+
+
+def error_page(status, message, traceback, version):  # pylint: disable=redefined-outer-name
+    """CherryPy's error page, as JSON (CherryPy logs the traceback; clients never see it)."""
+    del traceback, version  # the version is this package's, not CherryPy's
+    cherrypy.response.headers["Content-Type"] = "application/json"
+    return error_json(status, message)

@@ -26,7 +26,8 @@ access_log = logging.getLogger("pacifica.ingest.access")
 
 PATH = "/get_state"
 REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
-           404: "404 Not Found", 503: "503 Service Unavailable"}
+           404: "404 Not Found", 500: "500 Internal Server Error",
+           503: "503 Service Unavailable"}
 
 
 class FastJobState:
@@ -45,7 +46,12 @@ class FastJobState:
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
         started = time.monotonic()
-        status, body, headers = self._answer(environ)
+        try:
+            status, body, headers = self._answer(environ)
+        except Exception:  # pylint: disable=broad-except
+            logger.exception("GET /get_state?%s failed", environ.get("QUERY_STRING", "")[:200])
+            status, body, headers = _error(500, "the job state could not be read (an internal "
+                                                "error, logged by the service)")
         seconds = time.monotonic() - started
         metrics.instruments().get_state_seconds.observe(seconds)
         if access_log.isEnabledFor(self.log_level):

@@ -1,13 +1,28 @@
 """HTTP handlers: read the request, call the intake or the job store, return a dict."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 import cherrypy
 
-from .. import catalog, jobs
+from .. import catalog, idempotency, jobs
 from ..auth import AuthError, Identity
 from .errors import json_errors, parse_job_id
+from .framing import body_length
 from .identity import Identifier, error_headers
 from .intake import Intake
+from .limits import UploadSlots
+
+# Body types a page on another site may POST without the browser asking first (CORS "simple
+# requests"): refused, so no page can upload on a logged-in user's behalf.
+CURL_HINT = "use --data-binary @bundle.tar -H 'Content-Type: application/octet-stream'"
+REFUSED_TYPES = {
+    "multipart/form-data": f"curl -F sends a form; {CURL_HINT}",
+    "application/x-www-form-urlencoded": f"curl --data-binary sends this type by default; "
+                                         f"{CURL_HINT}",
+    "text/plain": CURL_HINT,
+}
 
 
 class Authenticated:
@@ -49,11 +64,54 @@ class IntakeHandler(Authenticated):
         """The user the request acts for."""
         return self.identity().user
 
+    @staticmethod
+    def claim(fingerprint: str) -> idempotency.Claim | None:
+        """The request's Idempotency-Key with what identifies its body, if it sent one."""
+        key = idempotency.parse_key(cherrypy.request.headers.get("Idempotency-Key"))
+        return None if key is None else idempotency.Claim(key, fingerprint)
+
+    @staticmethod
+    def replayed(replay: idempotency.Replayed, length: int | None = 0, body=None) -> dict:
+        """The answer to a request whose key names an earlier job: that job.
+
+        A body up to DRAIN_LIMIT is read and dropped, so the client, still sending, gets the
+        answer rather than a reset connection; a larger one is not read and the connection
+        is closed after the answer."""
+        if length is None or length > DRAIN_LIMIT:
+            cherrypy.response.headers["Connection"] = "close"
+        elif length:
+            drop_body(body or cherrypy.request.rfile, length)
+        return jobs.get(replay.job_id).as_dict()
+
+
+DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of a replayed request's body read and dropped
+
+
+def drop_body(stream, length: int) -> None:
+    """Read and discard ``length`` bytes of a request body (or until it ends)."""
+    while length > 0:
+        piece = stream.read(min(length, 256 * 1024))
+        if not piece:
+            return
+        length -= len(piece)
+
+
+def body_fingerprint(length: int | None) -> str:
+    """What identifies a streamed body before it is read: its length and digest header."""
+    headers = cherrypy.request.headers
+    digest = (headers.get("Repr-Digest") or headers.get("Digest") or "").strip()[:300]
+    size = "chunked" if length is None else str(length)
+    return f"length={size}" + (f", digest={digest}" if digest else "")
+
 
 class Upload(IntakeHandler):
     """``POST /upload`` and ``POST /ingest``: a raw tar body, streamed to the volume."""
 
     exposed = True
+
+    def __init__(self, *args, slots: UploadSlots, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = slots
 
     @cherrypy.tools.json_out()
     @json_errors
@@ -61,17 +119,20 @@ class Upload(IntakeHandler):
         """Accept a bundle; answer with the new job's state."""
         user = self.user()
         request = cherrypy.request
-        length = request.headers.get("Content-Length")
-        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if length is None and not chunked:
-            raise cherrypy.HTTPError(411, "send the bundle with a Content-Length header")
-        try:
-            length = None if length is None else int(length)
-        except ValueError:
-            raise cherrypy.HTTPError(400, f"Content-Length {length!r} is not a number") from None
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type in REFUSED_TYPES:
+            raise cherrypy.HTTPError(415, f"send the raw tar bundle as application/octet-stream "
+                                          f"or application/x-tar, not {content_type} "
+                                          f"({REFUSED_TYPES[content_type]})")
+        length = body_length(request.header_list)
         if length == 0:
             raise cherrypy.HTTPError(400, "the request body is empty: POST the tar bundle")
-        return self.intake.accept_bundle(request.rfile, length, user)
+        with self.slots.hold(user) as body:
+            try:
+                return self.intake.accept_bundle(body, length, user,
+                                                 self.claim(body_fingerprint(length)))
+            except idempotency.Replayed as replay:
+                return self.replayed(replay, length, body)
 
 
 class Move(IntakeHandler):
@@ -84,7 +145,12 @@ class Move(IntakeHandler):
     @json_errors
     def POST(self, **_params):  # pylint: disable=invalid-name
         """Accept a move request; answer with the new job's state."""
-        return self.intake.accept_move(cherrypy.request.json, self.user())
+        document = cherrypy.request.json
+        digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+        try:
+            return self.intake.accept_move(document, self.user(), self.claim(f"sha256={digest}"))
+        except idempotency.Replayed as replay:
+            return self.replayed(replay)
 
 
 class JobState(Authenticated):

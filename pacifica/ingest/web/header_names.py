@@ -6,13 +6,10 @@ override (cheroot: the later one wins) a header the fronting proxy set, or hide 
 Both servers the frontend runs on are made to drop every such header and to list the names
 they dropped in one header of their own, ``Ingest-Underscored-Headers``; web/identity.py
 refuses a request whose list names the identity header.  cheroot (``pacifica-ingest``) reads
-headers through ``FoldingHeaderReader``; gunicorn (docker/gunicorn.conf.py) calls ``fold``
+headers through ``httpserver.IngestServer``, which calls ``fold_header_dict``; gunicorn (docker/gunicorn.conf.py) calls ``fold``
 from its ``pre_request`` hook.  A client that sends the list itself only harms its own request.
 """
 from __future__ import annotations
-
-import cheroot.server
-from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
 MARKER = "INGEST-UNDERSCORED-HEADERS"
 MARKER_KEY = "HTTP_" + MARKER.replace("-", "_")  # its WSGI environ key
@@ -34,37 +31,14 @@ def dropped_names(environ) -> list[str]:
     return [name.strip() for name in environ.get(MARKER_KEY, "").split(",") if name.strip()]
 
 
-class FoldingHeaderReader(cheroot.server.HeaderReader):
-    """cheroot's header reader, folding underscored names into the marker."""
-
-    def __call__(self, rfile, hdict=None):
-        hdict = super().__call__(rfile, hdict)
-        if any(b"_" in name for name in hdict):
-            pairs = fold((name.decode("latin-1"), value.decode("latin-1"))
-                         for name, value in hdict.items())
-            hdict.clear()
-            hdict.update((name.encode("latin-1"), value.encode("latin-1"))
-                         for name, value in pairs)
-        return hdict
-
-
-class _Request(CPWSGIHTTPRequest):
-    header_reader = FoldingHeaderReader()
-
-
-class _Connection(cheroot.server.HTTPConnection):
-    RequestHandlerClass = _Request
-
-
-class FoldingServer(CPWSGIServer):
-    """CherryPy's WSGI server reading headers with ``FoldingHeaderReader`` (``server.instance``)."""
-
-    ConnectionClass = _Connection
-
-    def __init__(self, server_adapter):
-        super().__init__(server_adapter)
-        # CPWSGIServer sets the request class on whatever connection class it has.
-        self.ConnectionClass.RequestHandlerClass = _Request
+def fold_header_dict(hdict: dict) -> dict:
+    """cheroot's header dict (bytes names) with underscored names folded into the marker."""
+    if any(b"_" in name for name in hdict):
+        pairs = fold((name.decode("latin-1"), value.decode("latin-1"))
+                     for name, value in hdict.items())
+        hdict.clear()
+        hdict.update((name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs)
+    return hdict
 
 
 def gunicorn_pre_request(_worker, req) -> None:

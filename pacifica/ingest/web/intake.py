@@ -6,7 +6,7 @@ import logging
 import os
 from typing import BinaryIO, Callable
 
-from .. import jobs, metrics
+from .. import idempotency, jobs, metrics
 from ..errors import UploadError
 from ..move_sources import MOVE_DISABLED
 from ..queue import submit
@@ -22,23 +22,37 @@ class Intake:
     """The frontend's one piece of logic, kept apart from HTTP so tus uploads reuse it."""
 
     def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = "",
-                 moves_allowed: bool = False):
+                 moves_allowed: bool = False, idempotency_ttl: float = 86400.0):
         self.ids = ids
         self.staging = staging
         self.enqueue = enqueue
         self.owner = owner
         self.moves_allowed = moves_allowed  # [move] allowed_roots is set
+        self.idempotency_ttl = idempotency_ttl
 
-    def new_job(self, user: str, kind: str, length: int | None) -> int:
-        """Allocate an id and record the job as OK / UPLOADING / 0."""
+    def new_job(self, user: str, kind: str, length: int | None,
+                claim: idempotency.Claim | None = None) -> int:
+        """Allocate an id and record the job as OK / UPLOADING / 0.
+
+        With a claim, the job takes its Idempotency-Key; ``idempotency.Replayed`` when the
+        key already names a job (that one is the answer, nothing is read)."""
+        idempotency.replay_if_known(user, claim, self.idempotency_ttl)
         job_id = self.ids.reserve(1, MODE_JOB)
         jobs.create(job_id, user, kind=kind, bytes_expected=length, owner=self.owner)
+        if claim is not None:
+            try:
+                idempotency.bind(user, claim, self.idempotency_ttl, job_id=job_id)
+            except idempotency.Replayed:
+                jobs.forget(job_id)
+                raise
         return job_id
 
-    def accept_bundle(self, stream: BinaryIO, length: int | None, user: str) -> dict:
+    def accept_bundle(self, stream: BinaryIO, length: int | None, user: str,
+                      claim: idempotency.Claim | None = None) -> dict:
         """Stream a POSTed tar to the volume and queue its ingest; return the job state."""
+        idempotency.replay_if_known(user, claim, self.idempotency_ttl)
         self.staging.check_room(length)
-        job_id = self.new_job(user, jobs.KIND_UPLOAD, length)
+        job_id = self.new_job(user, jobs.KIND_UPLOAD, length, claim)
 
         def report(received: int) -> None:
             percent = 100.0 * received / length if length else 0.0
@@ -70,13 +84,13 @@ class Intake:
                     extra={"job_id": job_id})
         return job.as_dict()
 
-    def accept_move(self, document, user: str) -> dict:
+    def accept_move(self, document, user: str, claim: idempotency.Claim | None = None) -> dict:
         """Record a move request (metadata naming files on this host) and queue it."""
         if not self.moves_allowed:
             raise UploadError(MOVE_DISABLED, status=403)
         if not isinstance(document, list):
             raise UploadError("a move request is a JSON list of metadata objects", status=400)
-        job_id = self.new_job(user, jobs.KIND_MOVE, None)
+        job_id = self.new_job(user, jobs.KIND_MOVE, None, claim)
         path = self.staging.write_document(job_id, json.dumps(document).encode("utf-8"))
         jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING,
                         owner="")

@@ -8,7 +8,12 @@ then on every answer about the upload (header ``Ingest-Job-Id``) and ``/get_stat
 The job is created when the last byte lands, not when the upload is created: a tus upload may
 pause for hours or be abandoned, and a job must not sit in UPLOADING meanwhile (or be failed
 by expiry), nor spend a job id on bytes that never come.  Until then the upload's progress is
-its offset, which the client reads with HEAD.
+its offset, which the client reads with HEAD.  Landing happens in one place, ``_land``, run by
+the PATCH that brings the last byte and, after a crash in between, by the sweeper; HEAD only
+reads.  Whether an upload has landed is its job row's say (queued, no longer receiving).
+
+A creation reserves its declared length (see reservations.py): the volume cannot be promised
+more than it holds, nor one user more than ``tus_user_quota``.
 """
 from __future__ import annotations
 
@@ -23,9 +28,12 @@ from ..auth import Identity
 from ..periodic import Periodic
 from ..errors import UploadError
 from .errors import json_errors
+from .framing import body_length
 from .handlers import Authenticated
 from .identity import Identifier
 from .intake import Intake
+from .limits import UploadSlots
+from .reservations import Reservations
 from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, not_found, parse_checksum,
                         parse_metadata)
 
@@ -41,23 +49,26 @@ HEAD_WAIT = 3.0  # seconds HEAD waits for a PATCH on the same upload to finish
 class ResumableUploads:
     """The tus upload life cycle on top of the store and the intake (no HTTP here)."""
 
-    def __init__(self, store: TusStore, intake: Intake):
+    def __init__(self, store: TusStore, intake: Intake, user_quota: int = 0,
+                 max_metadata: int = 0):
         self.store = store
         self.intake = intake
+        self.reservations = Reservations(store, intake.staging, user_quota)
+        self.max_metadata = max_metadata
 
     def create(self, length: int, user: str, metadata: str = "") -> UploadInfo:
-        """Check the limits (as for a POSTed bundle) and start an empty upload."""
+        """Check the limits (as for a POSTed bundle), reserve the length, start an empty upload."""
         if length <= 0:
             raise UploadError("Upload-Length must be positive: a bundle is never empty",
                               status=400)
-        parse_metadata(metadata)
-        self.intake.staging.check_room(length)
-        info = self.store.create(length, user, metadata)
+        parse_metadata(metadata, self.max_metadata)
+        with self.reservations.reserve(length, user):
+            info = self.store.create(length, user, metadata)
         logger.info("tus upload %s created: %d bytes for %s", info.upload_id, length, user)
         return info
 
     def status(self, upload_id: str, user: Identity) -> tuple[UploadInfo, int]:
-        """The upload and its offset; finishes the landing of a complete one if it was cut short.
+        """The upload and its offset (reads only: a complete upload is landed by its PATCH).
 
         Waits a little for a PATCH that is finishing (a client that broke off and asks at
         once should learn about every byte that arrived); past that -- a PATCH whose client
@@ -66,10 +77,7 @@ class ResumableUploads:
         try:
             with self.store.locked(upload_id, wait=HEAD_WAIT):
                 info = self._live(upload_id, user)
-                offset = self.store.offset(info)
-                if offset == info.length and not info.landed:
-                    self._land(info)
-                return info, offset
+                return info, self.store.offset(info)
         except UploadError as err:
             if err.status != 423:
                 raise
@@ -93,10 +101,10 @@ class ResumableUploads:
             if count is not None and offset + count > info.length:
                 raise UploadError(f"the chunk of {count} bytes at offset {offset} runs past the "
                                   f"upload's length of {info.length} bytes", status=413)
-            if current < info.length:
-                self.intake.staging.check_room(info.length - current)
+            if current < info.length:  # its own rest was reserved: check the volume still has it
+                self.intake.staging.check_room(info.length - current, promised=0)
                 current = self.store.append(info, stream, offset, count, checksum)
-            if current == info.length and not info.landed:
+            if current == info.length and not self.landed(info):
                 self._land(info)
             return info, current
 
@@ -131,7 +139,7 @@ class ResumableUploads:
                 self.store.remove(upload_id)
                 return 1
             return 0
-        if not info.landed and self.store.offset(info) == info.length:
+        if self.store.offset(info) == info.length and not self.landed(info):
             self._land(info)
         elif expired:
             logger.info("tus upload %s expired after %.0f s idle at %d of %d bytes; removed",
@@ -143,10 +151,15 @@ class ResumableUploads:
     def _live(self, upload_id: str, user: Identity) -> UploadInfo:
         info = self.store.load(upload_id)
         _check_owner(info, user)
-        if not info.landed and self.store.is_expired(upload_id):
+        if self.store.is_expired(upload_id) and not self.landed(info):
             raise UploadError(f"upload {upload_id} expired after {self.store.expiry:.0f} s "
                               "without data; create a new upload", status=410)
         return info
+
+    @staticmethod
+    def landed(info: UploadInfo) -> bool:
+        """Whether the bundle is on its job's path and queued: the job row alone says so."""
+        return info.job_id is not None and jobs.get(info.job_id).queue_state != jobs.RECEIVING
 
     def _land(self, info: UploadInfo) -> None:
         """The last byte is in: make the job, move the bytes to its path, queue it (idempotent)."""
@@ -159,8 +172,6 @@ class ResumableUploads:
             os.replace(part, path)
         if jobs.get(info.job_id).queue_state == jobs.RECEIVING:
             self.intake.bundle_landed(info.job_id, path, via="tus")
-        info.landed = True
-        self.store.save(info)
         logger.info("tus upload %s complete: job %s", info.upload_id, info.job_id)
 
 
@@ -212,10 +223,13 @@ def _http_date(timestamp: float | None) -> str | None:
 class TusFiles(Authenticated):
     """``/files/``: the tus endpoint (HTTP only; the life cycle lives in ResumableUploads)."""
 
-    def __init__(self, uploads: ResumableUploads, identifier: Identifier, max_size: int = 0):
+    def __init__(self, uploads: ResumableUploads, identifier: Identifier, slots: UploadSlots,
+                 max_size: int = 0, public_url: str = ""):
         super().__init__(identifier)
         self.uploads = uploads
         self.max_size = max_size
+        self.public_url = public_url  # the base of Location; never the request's Host
+        self.slots = slots
 
     def _begin(self, check_version: bool = True) -> Identity | None:
         """Common headers; the request's identity (not for OPTIONS, asked before any upload)."""
@@ -231,11 +245,12 @@ class TusFiles(Authenticated):
     def _describe(self, info: UploadInfo, offset: int) -> None:
         headers = cherrypy.response.headers
         headers["Upload-Offset"] = str(offset)
-        expires = _http_date(self.uploads.store.expires_at(info.upload_id))
-        if expires and not info.landed:
-            headers["Upload-Expires"] = expires
-        if info.job_id is not None and info.landed:
+        if self.uploads.landed(info):
             headers[JOB_HEADER] = str(info.job_id)
+            return
+        expires = _http_date(self.uploads.store.expires_at(info.upload_id))
+        if expires:
+            headers["Upload-Expires"] = expires
 
     @staticmethod
     def _one_id(path: tuple) -> str:
@@ -270,7 +285,7 @@ class TusFiles(Authenticated):
                                           "upload, then PATCH its bytes")
         info = self.uploads.create(_integer("Upload-Length"), user.user,
                                    _header("Upload-Metadata") or "")
-        location = cherrypy.url(f"/files/{info.upload_id}")
+        location = f"{self.public_url}/files/{info.upload_id}"
         cherrypy.response.headers["Location"] = location
         self._describe(info, 0)
         cherrypy.response.status = 201
@@ -291,19 +306,17 @@ class TusFiles(Authenticated):
     @json_errors
     def PATCH(self, *path, **_params):  # pylint: disable=invalid-name
         """Append a chunk at ``Upload-Offset``."""
-        user = self._begin()
+        identity = self._begin()
         upload_id = self._one_id(path)
         content_type = (_header("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != PATCH_CONTENT_TYPE:
             raise cherrypy.HTTPError(415, f"PATCH bodies must be {PATCH_CONTENT_TYPE}")
         offset = _integer("Upload-Offset")
-        count = _integer("Content-Length", required=False)
-        chunked = "chunked" in (_header("Transfer-Encoding") or "").lower()
-        if count is None and not chunked:
-            raise cherrypy.HTTPError(411, "send the chunk with a Content-Length header")
+        count = body_length(cherrypy.request.header_list)
         checksum = parse_checksum(_header("Upload-Checksum"))
-        info, offset = self.uploads.append(upload_id, user, offset, cherrypy.request.rfile,
-                                           count, checksum)
+        with self.slots.hold(identity.user) as body:
+            info, offset = self.uploads.append(upload_id, identity, offset, body, count,
+                                               checksum)
         self._describe(info, offset)
         cherrypy.response.status = 204
         return b""
@@ -321,10 +334,15 @@ def build_uploads(settings, intake: Intake) -> ResumableUploads:
     """The resumable uploads on the configured volume."""
     store = TusStore(settings.ingest.volume_path, settings.ingest.tus_expiry,
                      settings.ingest.transfer_size)
-    return ResumableUploads(store, intake)
+    uploads = ResumableUploads(store, intake, settings.ingest.tus_user_quota,
+                               settings.ingest.tus_max_metadata)
+    intake.staging.promised = uploads.reservations.promised_total  # POSTs see the promises
+    return uploads
 
 
-def mount(root, uploads: ResumableUploads, settings, identifier: Identifier) -> dict:
+def mount(root, uploads: ResumableUploads, settings, identifier: Identifier,
+          slots: UploadSlots) -> dict:
     """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
-    root.files = TusFiles(uploads, identifier, settings.ingest.max_bundle_size)
+    root.files = TusFiles(uploads, identifier, slots, settings.ingest.max_bundle_size,
+                          settings.ingest.public_url)
     return {"/files": {"request.process_request_body": False}}

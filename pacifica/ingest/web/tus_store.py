@@ -27,6 +27,7 @@ from .staging import body_chunks
 logger = logging.getLogger(__name__)
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+METADATA_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token, as tus asks
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 CHECKSUM_MISMATCH = "460 Checksum Mismatch"
 LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
@@ -41,8 +42,7 @@ class UploadInfo:
     user: str
     metadata: str = ""  # the Upload-Metadata header as the client sent it
     created: float = 0.0
-    job_id: int | None = None  # set when the last byte has landed
-    landed: bool = False  # the bundle is on the job's path and handed to the queue
+    job_id: int | None = None  # set when the last byte is in, just before the bundle lands
 
 
 def not_found(upload_id: str) -> UploadError:
@@ -58,6 +58,8 @@ class TusStore:
         self.root = os.path.join(volume_path, "tus")
         self.expiry = expiry
         self.transfer_size = transfer_size
+        # open upload id -> (length, user, last activity when first seen): see open_uploads
+        self._described: dict[str, tuple[int, str, float]] = {}
         os.makedirs(self.root, exist_ok=True)
 
     # -- paths ----------------------------------------------------------------------------
@@ -94,7 +96,11 @@ class TusStore:
         """The description of an upload, or 404."""
         try:
             with open(self._path(upload_id, ".json"), encoding="utf-8") as handle:
-                return UploadInfo(**json.load(handle))
+                stored = json.load(handle)
+            # older versions also kept a "landed" flag: the job row says that now
+            return UploadInfo(**{field.name: stored[field.name]
+                                 for field in dataclasses.fields(UploadInfo)
+                                 if field.name in stored})
         except FileNotFoundError:
             raise not_found(upload_id) from None
 
@@ -122,17 +128,41 @@ class TusStore:
                 return info.length
             raise not_found(info.upload_id) from None
 
-    def open_reservations(self) -> tuple[int, int]:
-        """(uploads not yet landed, bytes they still expect)."""
-        count = expected = 0
-        for upload_id in self.ids():
-            try:
-                info = self.load(upload_id)
-                if not info.landed:
-                    count += 1
-                    expected += max(info.length - self.offset(info), 0)
-            except UploadError:  # removed meanwhile
+    def open_uploads(self) -> Iterator[tuple[str, int, int]]:
+        """(user, length, bytes received) of each upload neither landed nor expired.
+
+        An upload is open while its part file exists (landing moves it away).  One ``stat``
+        per upload: an open upload's length, owner and description never change, so each
+        description is read once per store object.
+        """
+        present = set()
+        for name in os.listdir(self.root):
+            upload_id, _, suffix = name.partition(".")
+            if suffix != "part" or not UPLOAD_ID.fullmatch(upload_id):
                 continue
+            present.add(upload_id)
+            try:
+                part = os.stat(os.path.join(self.root, name))
+                length, user, described = self._open_description(upload_id)
+            except (FileNotFoundError, UploadError):  # landed or removed meanwhile
+                continue
+            if not self.idle_too_long(max(described, part.st_mtime)):
+                yield user, length, part.st_size
+        for gone in [known for known in list(self._described) if known not in present]:
+            self._described.pop(gone, None)
+
+    def _open_description(self, upload_id: str) -> tuple[int, str, float]:
+        if upload_id not in self._described:
+            info = self.load(upload_id)
+            self._described[upload_id] = (info.length, info.user, self.last_activity(upload_id))
+        return self._described[upload_id]
+
+    def open_reservations(self) -> tuple[int, int]:
+        """(open uploads, bytes they still expect)."""
+        count = expected = 0
+        for _, length, received in self.open_uploads():
+            count += 1
+            expected += max(length - received, 0)
         return count, expected
 
     def last_activity(self, upload_id: str) -> float:
@@ -153,8 +183,11 @@ class TusStore:
 
     def is_expired(self, upload_id: str, now: float | None = None) -> bool:
         """True once the upload has been idle for longer than the expiry."""
-        deadline = self.expires_at(upload_id)
-        return deadline is not None and (now or time.time()) >= deadline
+        return self.idle_too_long(self.last_activity(upload_id), now)
+
+    def idle_too_long(self, last_activity: float, now: float | None = None) -> bool:
+        """True when an upload last active at ``last_activity`` has expired."""
+        return bool(self.expiry) and (now or time.time()) >= last_activity + self.expiry
 
     @contextlib.contextmanager
     def locked(self, upload_id: str, wait: float = LOCK_WAIT) -> Iterator[None]:
@@ -250,17 +283,31 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
     return algorithm, digest
 
 
-def parse_metadata(header: str | None) -> dict[str, str]:
-    """``Upload-Metadata: key base64,key2 base64`` -> {key: text}; 400 if malformed."""
+def parse_metadata(header: str | None, max_size: int = 0) -> dict[str, str]:
+    """``Upload-Metadata: key base64,key2 base64`` -> {key: text}; 400 if malformed or too long.
+
+    Keys are HTTP tokens (ASCII, no spaces or commas), each once; values are base64.
+    """
+    header = header or ""
+    if max_size and len(header) > max_size:
+        raise UploadError(f"Upload-Metadata is {len(header)} characters, over the limit of "
+                          f"{max_size} of this service: send only short values such as the "
+                          "file name", status=400)
     result = {}
-    for pair in (header or "").split(","):
+    for pair in header.split(","):
         if not pair.strip():
             continue
         key, _, value = pair.strip().partition(" ")
+        shown = pair.strip()[:80]
+        if not METADATA_KEY.fullmatch(key):
+            raise UploadError(f"Upload-Metadata key {key[:80]!r} is not an ASCII token (letters, "
+                              "digits and !#$%&'*+-.^_`|~)", status=400)
+        if key in result:
+            raise UploadError(f"Upload-Metadata names the key {key!r} twice", status=400)
         try:
             result[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8", "replace")
         except ValueError:
-            raise UploadError(f"Upload-Metadata pair {pair.strip()!r} is not '<key> <base64>'",
+            raise UploadError(f"Upload-Metadata pair {shown!r} is not '<key> <base64>'",
                               status=400) from None
     return result
 

@@ -1,0 +1,47 @@
+"""``GET /receipt?job_id=N`` (the job's owner or an admin) and ``GET /receipt-key``."""
+from __future__ import annotations
+
+import json
+
+import cherrypy
+
+from .. import jobs, receipts
+from .errors import json_errors, parse_job_id
+from .handlers import Authenticated
+
+
+class JobReceipt(Authenticated):
+    """A completed job's signed receipt; ``format=manifest`` gives its BagIt manifests."""
+
+    @json_errors
+    def GET(self, job_id=None, format="json", **_params):  # pylint: disable=invalid-name,redefined-builtin
+        """The signed envelope (JSON) or the manifest lines (text)."""
+        number = parse_job_id(job_id)
+        jobs.get(number, self.identity().may_see)
+        envelope = receipts.of_job(number)
+        if envelope is None:
+            raise cherrypy.HTTPError(404, f"job {number} has no receipt: only a job that "
+                                          "completed OK has one; ask /get_state where it stands")
+        if format == "manifest":
+            cherrypy.response.headers["Content-Type"] = "text/plain; charset=utf-8"
+            return "".join(envelope["receipt"]["manifests"].values()).encode("utf-8")
+        cherrypy.response.headers["Content-Type"] = "application/json"
+        return json.dumps(envelope).encode("utf-8")
+
+
+class ReceiptKey:
+    """The public keys receipts are signed with (no identity needed: they are public)."""
+
+    exposed = True
+
+    @cherrypy.tools.json_out()
+    def GET(self):  # pylint: disable=invalid-name
+        """Every signing key, newest first."""
+        return {"algorithm": receipts.ALGORITHM, "keys": receipts.public_keys()}
+
+
+def mount(root, identifier) -> dict:
+    """Attach ``/receipt`` and ``/receipt-key``."""
+    root.receipt = JobReceipt(identifier)
+    root.receipt_key = ReceiptKey()  # the dispatcher reads /receipt-key as receipt_key
+    return {}
