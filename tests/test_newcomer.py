@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
     ("/get_state/7", "GET /get_state?job_id=N"),
     ("/get_files/7", "GET /get_files?job_id=N"),
     ("/health/deep", "GET /health"),
+    ("/receipt-key/x", "GET /receipt-key"),
     ("/no/such/page", "the endpoints are GET /, POST /upload"),
 ])
 def test_unknown_paths_answer_404_json_naming_the_right_url(stack, method, path, hint):

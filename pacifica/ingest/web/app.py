@@ -62,13 +62,16 @@ ENDPOINT_HINTS = {
     "move": "POST move requests (JSON) to /move",
     "get_state": "ask GET /get_state?job_id=N",
     "get_files": "ask GET /get_files?job_id=N",
+    "receipt": "ask GET /receipt?job_id=N",
+    "receipt-key": "ask GET /receipt-key",
     "health": "ask GET /health",
     "ready": "ask GET /ready",
     "metrics": "ask GET /metrics",
 }
 ALL_ENDPOINTS = ("the endpoints are GET /, POST /upload (or /ingest), POST /move, "
-                 "GET /get_state?job_id=N, GET /get_files?job_id=N, tus under /files/, and "
-                 "GET /health, /ready, /metrics (docs/PROTOCOL.md)")
+                 "GET /get_state?job_id=N, GET /get_files?job_id=N, GET /receipt?job_id=N, "
+                 "GET /receipt-key, tus under /files/, and GET /health, /ready, /metrics "
+                 "(docs/PROTOCOL.md)")
 
 
 def no_such_endpoint(path: str) -> str:
