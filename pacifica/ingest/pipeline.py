@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-from . import jobs, metadata, metrics, receipts
+from . import jobs, metadata, metrics, receipts, timeline
 from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
@@ -70,6 +70,7 @@ class Progress:
         self.step, self._done, self._total = step, 0, total
         self._began = time.monotonic()
         self._write(0.0)
+        timeline.began(self.job_id, step.value)
 
     def add(self, amount: int) -> None:
         """Count work done within the step (bytes, files); written when the interval has passed."""
@@ -86,6 +87,7 @@ class Progress:
     def count_duration(self) -> None:
         """Count and log the time spent in the step (``end`` does; the last ends with the job)."""
         seconds = time.monotonic() - self._began
+        timeline.ended(self.job_id, self.step.value)
         metrics.instruments().step_seconds.labels(step=self.step.value).observe(seconds)
         logger.info("job %s: %s took %.3f s", self.job_id, self.step.value, seconds)
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import peewee
 
-from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts
+from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts, timeline
 from .db import BaseModel, database_proxy
 from .services import ids
 
@@ -18,7 +18,7 @@ SCHEMA_MINOR = 1
 MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
           catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat, receipts.SigningKey,
           receipts.Receipt, notify.Delivery,
-          idempotency.IdempotencyKey)
+          idempotency.IdempotencyKey, timeline.JobStep)
 
 
 def _add_tables(*models):
@@ -33,7 +33,7 @@ def _add_tables(*models):
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
     (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat,
                                   receipts.SigningKey, receipts.Receipt, notify.Delivery,
-                                  idempotency.IdempotencyKey)),
+                                  idempotency.IdempotencyKey, timeline.JobStep)),
 }
 
 

@@ -22,6 +22,7 @@ from .handlers import JobFiles, JobState, Move, Root, Upload
 from .identity import Identifier
 from .intake import Intake
 from .metrics import mount as mount_metrics
+from .pages import mount as mount_pages
 from .receipts import mount as mount_receipts
 from .limits import UploadSlots, read_timeout, thread_pool
 from .staging import Staging
@@ -156,6 +157,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     config.update(mount_tus(root, uploads, settings, identifier, slots))
     config.update(mount_metrics(root, settings, uploads.store))
     config.update(mount_receipts(root, identifier))
+    config.update(mount_pages(root, identifier))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
         FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,

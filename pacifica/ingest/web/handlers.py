@@ -7,10 +7,10 @@ import json
 import cherrypy
 
 from .. import catalog, idempotency, jobs
-from ..auth import AuthError, Identity
+from . import pages
 from .errors import json_errors, parse_job_id
 from .framing import body_length
-from .identity import Identifier, error_headers
+from .identity import Authenticated, Identifier
 from .intake import Intake
 from .limits import UploadSlots
 
@@ -23,23 +23,6 @@ REFUSED_TYPES = {
                                          f"{CURL_HINT}",
     "text/plain": CURL_HINT,
 }
-
-
-class Authenticated:
-    """A handler acting for the request's identity (decided by web/identity.py)."""
-
-    exposed = True
-
-    def __init__(self, identifier: Identifier):
-        self.identifier = identifier
-
-    def identity(self) -> Identity:
-        """Who the request comes from; an HTTP error when that is refused or unknown."""
-        try:
-            return self.identifier.identify(cherrypy.request.wsgi_environ)
-        except AuthError as err:
-            cherrypy.response.headers.update(error_headers(err))
-            raise cherrypy.HTTPError(err.status, str(err)) from err
 
 
 class Root:
@@ -112,6 +95,11 @@ class Upload(IntakeHandler):
     def __init__(self, *args, slots: UploadSlots, **kwargs):
         super().__init__(*args, **kwargs)
         self.slots = slots
+
+    @json_errors
+    def GET(self, **_params):  # pylint: disable=invalid-name
+        """The upload page for people; programs POST the tar bundle here."""
+        return pages.upload_page(self.user())
 
     @cherrypy.tools.json_out()
     @json_errors

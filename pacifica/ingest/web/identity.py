@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 
+import cherrypy
+
 from ..auth import AuthError, Identity, check_user_name, parse_networks, peer_in, token_user
 from ..config import Settings
 from .header_names import dropped_names
@@ -90,3 +92,20 @@ class Identifier:
             raise AuthError(f"the API token is unknown, revoked or not {name[:64]!r}'s",
                             status=401)
         return user
+
+
+class Authenticated:
+    """A handler acting for the request's identity (decided by web/identity.py)."""
+
+    exposed = True
+
+    def __init__(self, identifier: Identifier):
+        self.identifier = identifier
+
+    def identity(self) -> Identity:
+        """Who the request comes from; an HTTP error when that is refused or unknown."""
+        try:
+            return self.identifier.identify(cherrypy.request.wsgi_environ)
+        except AuthError as err:
+            cherrypy.response.headers.update(error_headers(err))
+            raise cherrypy.HTTPError(err.status, str(err)) from err

@@ -7,7 +7,7 @@ import cherrypy
 
 from .. import jobs, receipts
 from .errors import json_errors, parse_job_id
-from .handlers import Authenticated
+from .identity import Authenticated
 
 
 class JobReceipt(Authenticated):

@@ -29,7 +29,7 @@ from ..periodic import Periodic
 from ..errors import UploadError
 from .errors import json_errors
 from .framing import body_length
-from .handlers import Authenticated
+from .identity import Authenticated
 from .identity import Identifier
 from .intake import Intake
 from .limits import UploadSlots
