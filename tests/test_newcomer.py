@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
 @pytest.mark.parametrize("path, hint", [
     ("/upload/x", "POST bundles to /upload"),
+    ("/jobs/1/x/y", "GET /jobs and GET /jobs/N"),
     ("/ingest/a/b", "POST bundles to /ingest"),
     ("/move/now", "POST move requests (JSON) to /move"),
     ("/get_state/7", "GET /get_state?job_id=N"),
@@ -52,8 +53,10 @@ def test_known_paths_still_work_and_errors_carry_our_version(stack):
         reply = requests.get(stack.url + path, timeout=30)
         assert reply.status_code == 400
         assert reply.json()["version"] == __version__
-    reply = requests.get(stack.url + "/upload", timeout=30)  # a known path, another method
+    reply = requests.put(stack.url + "/move", timeout=30)  # a known path, another method
     assert reply.status_code == 405 and reply.json()["version"] == __version__
+    for page in ("/jobs", "/upload", "/static/ingest.css"):  # pages and files for people
+        assert requests.get(stack.url + page, timeout=30).status_code == 200, page
     tus = requests.head(stack.url + "/files/0123", headers={"Tus-Resumable": "1.0.0"}, timeout=30)
     assert tus.status_code == 404  # tus answers for its own sub-paths
 

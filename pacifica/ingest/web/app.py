@@ -58,21 +58,22 @@ cherrypy.tools.ingest_db = DatabaseTool()
 
 # What to say for an unknown path, by its first component (docs/PROTOCOL.md lists them all).
 ENDPOINT_HINTS = {
-    "upload": "POST bundles to /upload",
+    "upload": "POST bundles to /upload (GET /upload is the browser's upload page)",
     "ingest": "POST bundles to /ingest",
     "move": "POST move requests (JSON) to /move",
     "get_state": "ask GET /get_state?job_id=N",
     "get_files": "ask GET /get_files?job_id=N",
     "receipt": "ask GET /receipt?job_id=N",
     "receipt-key": "ask GET /receipt-key",
+    "jobs": "the pages for people are GET /jobs and GET /jobs/N",
     "health": "ask GET /health",
     "ready": "ask GET /ready",
     "metrics": "ask GET /metrics",
 }
 ALL_ENDPOINTS = ("the endpoints are GET /, POST /upload (or /ingest), POST /move, "
                  "GET /get_state?job_id=N, GET /get_files?job_id=N, GET /receipt?job_id=N, "
-                 "GET /receipt-key, tus under /files/, and GET /health, /ready, /metrics "
-                 "(docs/PROTOCOL.md)")
+                 "GET /receipt-key, tus under /files/, GET /health, /ready, /metrics, and "
+                 "the pages GET /jobs, /jobs/N, /upload (docs/PROTOCOL.md)")
 
 
 def no_such_endpoint(path: str) -> str:
@@ -83,12 +84,18 @@ def no_such_endpoint(path: str) -> str:
     return f"no such endpoint {shown}; {hint}"
 
 
-def _takes_sub_paths(resource) -> bool:
-    """Whether any method of a handler takes extra path components (``*path``)."""
-    return any(
-        name.isupper() and callable(method) and any(
-            p.kind is p.VAR_POSITIONAL for p in inspect.signature(method).parameters.values())
-        for name, method in inspect.getmembers(resource))
+def _takes_sub_paths(resource, count: int) -> bool:
+    """Whether a method of a handler takes ``count`` extra path components as positional
+    arguments (``/jobs/7`` is ``JobPages.GET("7")``, ``/files/<id>`` goes to ``*path``)."""
+    for name, method in inspect.getmembers(resource):
+        if not (name.isupper() and callable(method)):
+            continue
+        kinds = [p.kind for p in inspect.signature(method).parameters.values()]
+        if inspect.Parameter.VAR_POSITIONAL in kinds or count <= sum(
+                kind in (inspect.Parameter.POSITIONAL_ONLY,
+                         inspect.Parameter.POSITIONAL_OR_KEYWORD) for kind in kinds):
+            return True
+    return False
 
 
 class Endpoints(cherrypy.dispatch.MethodDispatcher):
@@ -97,7 +104,7 @@ class Endpoints(cherrypy.dispatch.MethodDispatcher):
 
     def find_handler(self, path):
         resource, vpath = super().find_handler(path)
-        if resource is not None and vpath and not _takes_sub_paths(resource):
+        if resource is not None and vpath and not _takes_sub_paths(resource, len(vpath)):
             resource = None
         return resource, vpath
 
