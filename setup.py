@@ -18,6 +18,7 @@ setup(
         "PyMySQL>=1.0",
         "cherrypy>=18.8",
         "requests>=2.28",
+        "urllib3>=2",  # the client's Retry(backoff_max=...) and NameResolutionError
         "tqdm>=4.62",
         "prometheus_client>=0.17",
         "cryptography>=41",

@@ -180,7 +180,8 @@ def test_move_document_with_millions_of_problems(secured):
 
 def test_value_too_wide_for_its_column_leaves_nothing_archived(secured):
     """Found only when the metadata is recorded, after the files are stored: they come out."""
-    metadata = [{"destinationTable": "Transactions.instrument", "value": "i" * 300},
+    metadata = [*TRANSACTION[:2],  # submitter and project: the built-in policy requires them
+                {"destinationTable": "Transactions.instrument", "value": "i" * 300},
                 file_entry("a.txt", GOOD_FILES["a.txt"])]
     state = ingest_hostile(secured, good_tar(metadata=metadata), "too wide")
     assert state["task"] == "ingest metadata"

@@ -47,7 +47,8 @@ def test_directory_is_ingested_with_progress(stack, tmp_path):
     listing = stack.files(state["job_id"])
     assert listing["transaction"]["project"] == "1234a"
     assert listing["transaction"]["key_values"] == {"Tag": "foo"}
-    for shown in ("hashing", "sending", "100%", f"job {state['job_id']}: ingest metadata 100.0 %"):
+    for shown in ("hashing", "sending", "100%",
+                  f"job {state['job_id']}: step 6/6 ingest metadata 100.0 %", "% of the job"):
         assert shown in result.stderr, result.stderr
 
 
@@ -93,6 +94,7 @@ def test_run_again_continues_a_broken_upload(stack, tmp_path):
     finally:
         relay.close()
     assert again.returncode == 0, again.stderr
+    assert "resuming the upload at byte" in again.stderr, again.stderr  # said, not silent
     state = json.loads(again.stdout)
     head = requests.head(upload_url.replace(f":{relay.port}/", f":{stack.port}/"),
                          headers={"Tus-Resumable": "1.0.0"}, timeout=30)

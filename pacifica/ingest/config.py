@@ -62,7 +62,10 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "get_state_level": ("DEBUG", None),
     },
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
-    "policy": {"ingest_url": ("", "POLICY_INGEST_URL")},
+    "policy": {
+        "ingest_url": ("", "POLICY_INGEST_URL"),
+        "required": ("submitter, project, instrument", None),
+    },
     "archiveinterface": {
         "url": ("", "ARCHIVEINTERFACE_URL"),
         "local_path": ("var/archive", "ARCHIVE_PATH"),
@@ -98,6 +101,9 @@ _SIZE_UNITS = {
     "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
     "Kb": 1024, "Mb": 1024**2, "Gb": 1024**3, "Tb": 1024**4,
     "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
+    # one letter, either case, binary as in dd and curl: 512k, 16M, 16m, 1G
+    "k": 1024, "K": 1024, "m": 1024**2, "M": 1024**2, "g": 1024**3, "G": 1024**3,
+    "t": 1024**4, "T": 1024**4,
 }
 
 
@@ -106,10 +112,12 @@ class ConfigError(ValueError):
 
 
 def parse_size(text: str) -> int:
-    """Parse '4 Mb' (binary, as the original), '10 MB' (decimal), '2GiB' or '1024' into bytes."""
+    """Parse '4 Mb' (binary, as the original), '10 MB' (decimal), '2GiB', '16M' or '512k'
+    (binary) or '1024' into bytes."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
     if not match or match.group(2) not in _SIZE_UNITS:
-        raise ConfigError(f"cannot read {text!r} as a size (examples: '4 Mb', '10 GB', '1048576')")
+        raise ConfigError(f"cannot read {text!r} as a size (examples: '16M', '512k', '1G', "
+                          "'4 Mb', '10 GB', '1048576')")
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
 
 
@@ -196,6 +204,13 @@ class ServiceUrls:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """The built-in policy: Transactions fields every bundle must name."""
+
+    required: tuple[str, ...] = ("submitter", "project", "instrument")
+
+
+@dataclass(frozen=True)
 class ArchiveSettings:
     """Where files go when no Archive Interface URL is set."""
 
@@ -251,6 +266,7 @@ class Settings:
     move: MoveSettings = field(default_factory=MoveSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
 
 
 def _env_names(section: str, key: str, original: str | None) -> list[str]:
@@ -381,8 +397,9 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
     if (notify.urls or notify.allow_client_urls) and not notify.secret:
         raise ConfigError("[notify] secret is required to sign webhooks: set it (e.g. "
                           "INGEST_NOTIFY_SECRET) to a long random string shared with receivers")
+    policy = PolicySettings(required=_words(get("policy", "required")))
     return Settings(ingest, services, archive, database, celery, http, auth, move, log_settings,
-                    notify)
+                    notify, policy)
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -15,7 +15,7 @@ FAILED = "FAILED"
 
 
 class Step(enum.Enum):
-    """Tasks a job passes through; the values are the wire names (PROTOCOL.md)."""
+    """Tasks a job passes through; the values are the wire names (docs/PROTOCOL.md)."""
 
     UPLOADING = "UPLOADING"
     OPEN_TAR = "open tar"
@@ -75,7 +75,7 @@ class Job(BaseModel):
         table_name = "ingest_jobs"
 
     def as_dict(self) -> dict:
-        """The job state object, field names and types exactly as PROTOCOL.md."""
+        """The job state object, field names and types exactly as docs/PROTOCOL.md."""
         return {
             "job_id": self.job_id,
             "state": self.state,

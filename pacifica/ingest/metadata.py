@@ -165,7 +165,7 @@ def _file_entry(index: int, entry: dict, require_source: bool, problems: Problem
 
 
 def place_files(files: Iterable[FileEntry], members: set[str]) -> list[FilePlacement]:
-    """Settle each entry's tar member (PROTOCOL.md) and check the bundle has exactly those files.
+    """Settle each entry's tar member (docs/PROTOCOL.md) and check the bundle has exactly those files.
 
     ``members`` are the normalised names of the bundle's regular files under data/.
     Prefer ``data/<subdir>/<name>``; else drop one leading ``data`` component of subdir.

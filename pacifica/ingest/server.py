@@ -4,15 +4,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 
 import cherrypy
 
-from . import db, schema, startup
+from . import db, logsetup, schema, startup
 from .recovery import Janitor
 from .web.app import create_app, server_config
 from .web.tus import TusSweeper
@@ -24,8 +26,10 @@ PR_SET_PDEATHSIG = 1
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options (the original's, plus --with-worker)."""
-    parser = argparse.ArgumentParser(prog="pacifica-ingest",
-                                     description="Run the Pacifica Ingest frontend.")
+    parser = argparse.ArgumentParser(
+        prog="pacifica-ingest", description="Run the Pacifica Ingest frontend.",
+        epilog="Exit status: 0 stopped, 2 bad settings, 3 old database schema (pass --dbsync), "
+               "4 the address or port cannot be listened on (pass -p/-a).")
     parser.add_argument("-c", "--config", metavar="CONFIG", default=os.environ.get("INGEST_CONFIG"),
                         help="INI settings file (default: $INGEST_CONFIG, then built-in defaults)")
     parser.add_argument("--cp-config", metavar="CPCONFIG",
@@ -38,6 +42,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dbsync", action="store_true",
                         help="create or upgrade the database schema before starting")
     return parser.parse_args(argv)
+
+
+def listen_problem(address: str, port: int) -> str | None:
+    """Why the frontend could not listen on address:port (None when it can), in one line."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM,
+                                                           0, socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            probe.bind(where)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return (f"{address}:{port} is already in use (another pacifica-ingest?): pass another "
+                    f"port with -p, e.g. `pacifica-ingest -p {port + 1}` or `bash scripts/run.sh "
+                    f"-p {port + 1}`, or another address with -a")
+        return f"cannot listen on {address}:{port} ({err.strerror or err}): pass -a/-p"
+    return None
 
 
 def _die_with_parent() -> None:
@@ -94,6 +115,11 @@ def start_background(app, settings) -> list:
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest``."""
     args = parse_args(argv)
+    logsetup.configure()
+    problem = listen_problem(args.address, args.port)
+    if problem:
+        logger.error("%s", problem)
+        return 4
     settings = startup.prepare(args.config)
     if settings is None:
         return 2
@@ -113,10 +139,10 @@ def main(argv=None) -> int:
         cherrypy.config.update(args.cp_config)
     background = start_background(app, settings)
     worker = start_worker(args.config) if args.with_worker else None
-    logger.info("Pacifica Ingest listening on http://%s:%d/", args.address, args.port)
     try:
         cherrypy.engine.signals.subscribe()
-        cherrypy.engine.start()
+        cherrypy.engine.start()  # returns once the port is bound
+        logger.info("Pacifica Ingest listening on http://%s:%d/", args.address, args.port)
         cherrypy.engine.block()
     finally:
         for thread in background:

@@ -33,7 +33,7 @@ def build_deps(settings: Settings) -> Deps:
     ids = (UniqueIdClient(urls.uniqueid, make_session(settings.http)) if urls.uniqueid
            else CounterIdSource())
     policy = (PolicyClient(urls.policy, make_session(settings.http), settings.ingest.auth_header)
-              if urls.policy else LocalPolicy())
+              if urls.policy else LocalPolicy(settings.policy.required))
     sink = (MetadataClient(urls.metadata, make_session(settings.http)) if urls.metadata
             else LocalMetadataSink())
     limits = BundleLimits(max_members=settings.ingest.max_members,

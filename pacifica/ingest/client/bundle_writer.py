@@ -132,7 +132,7 @@ def transaction_entries(fields: dict, key_values: Iterable[tuple[str, str]]) -> 
 
 
 def file_entries(files: list[SourceFile], hashsums: list[str], hashtype: str) -> list[dict]:
-    """``Files`` entries with ``subdir`` in the ``data/...`` form PROTOCOL.md shows.
+    """``Files`` entries with ``subdir`` in the ``data/...`` form docs/PROTOCOL.md shows.
 
     That form is what the original server's rule (drop one leading ``data``) reads right
     for every file.  Our server prefers ``data/<subdir>/<name>`` when such a member exists,

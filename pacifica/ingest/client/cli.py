@@ -15,12 +15,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import ConfigError, parse_size
 from .bundle_writer import Bundle, BundleInputError, SourceChanged, collect, save
-from .upload import IngestClient, ResumeStore, UploadFailed, task_position, UPLOAD_TASKS
+from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed, task_position,
+                     UPLOAD_TASKS)
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_UPLOAD, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 DEFAULT_URL = "http://127.0.0.1:8066"
+DEFAULT_TIMEOUT = 3600.0
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -44,6 +46,18 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def server_url(text: str) -> str:
+    """The --url with a scheme: ``127.0.0.1:8066`` means ``http://127.0.0.1:8066`` (said on
+    standard error); schemes other than http(s) are refused."""
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        logger.warning("--url %s has no scheme; using http://%s", text, text)
+        return "http://" + text
+    if scheme.lower() not in ("http", "https"):
+        raise ValueError(f"--url {text}: the scheme must be http:// or https://")
+    return text
+
+
 def _id_value(text: str):
     """Ids travel as numbers when they look like numbers (as the uploaders send them)."""
     return int(text) if text.strip().isdigit() else text
@@ -61,11 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bundle files and directories (hashes and metadata.txt made for you), send "
                     "them to a Pacifica Ingest server and follow the job until it is complete.",
         epilog="Exit status: 0 complete, 1 the job FAILED (its exception is printed), 2 bad "
-               "arguments or files, 3 the upload itself failed, 4 --timeout passed.")
+               "arguments or files (a file that cannot be read, even while sending), 3 the "
+               "server could not be reached or refused the upload, 4 --timeout passed. "
+               "The wire protocol is in docs/PROTOCOL.md.")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="files and directories; each goes under data/<its name>/")
     parser.add_argument("--url", default=os.environ.get("PACIFICA_INGEST_URL", DEFAULT_URL),
-                        help=f"ingest server (default: $PACIFICA_INGEST_URL or {DEFAULT_URL})")
+                        help=f"ingest server, http:// or https:// (default: $PACIFICA_INGEST_URL "
+                             f"or {DEFAULT_URL})")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more: each request (-v), and the HTTP library's log (-vv)")
     fields = parser.add_argument_group("transaction metadata")
     fields.add_argument("--submitter", type=_id_value, help="Transactions.submitter")
     fields.add_argument("--project", help="Transactions.project")
@@ -80,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="resumable (tus) upload: survives broken connections, and running "
                               "the same command again continues a broken upload")
     sending.add_argument("--chunk-size", type=_size, default=64 * 1024**2, metavar="SIZE",
-                         help="bytes per resumable request (default 64 MiB)")
+                         help="bytes per resumable request, e.g. 16M, 1G, 512k (binary "
+                              "units; default 64M)")
     sending.add_argument("--state-file", default=_default_state_file(),
                          help="where --resume remembers unfinished uploads")
     sending.add_argument("--retries", type=int, default=10,
@@ -95,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     waiting.add_argument("--no-wait", action="store_true",
                          help="stop once the bundle is accepted; print the job state")
     waiting.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
-    waiting.add_argument("--timeout", type=float, default=0, metavar="SECONDS",
-                         help="give up waiting for the job after this long (default: never)")
+    waiting.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                         help="give up waiting for the job after this long (default "
+                              f"{DEFAULT_TIMEOUT:.0f}; 0: wait as long as it takes)")
     shown = waiting.add_mutually_exclusive_group()
     shown.add_argument("--no-progress", action="store_true", help="no progress bars")
     shown.add_argument("--progress", action="store_true",
@@ -121,9 +142,11 @@ class Reporter:
                     **settings)
 
     def job_bar(self) -> tqdm:
-        """A bar over all tasks of the job, named after the current task."""
+        """A bar over all the job's steps; its label names the current step and that step's
+        own percent, the figure after the bar is the whole job's."""
         return self.bar("job", 100.0 * len(UPLOAD_TASKS), unit="%", unit_scale=False,
-                        bar_format="{desc:<40} |{bar}| [{elapsed}]")
+                        bar_format="{desc:<48} |{bar}| {percentage:3.0f}% of the job "
+                                   "[{elapsed}]")
 
     def outcome(self, state: dict) -> int:
         """Print the job's outcome; return the exit status."""
@@ -149,8 +172,8 @@ def _transaction(args) -> dict:
     return fields
 
 
-def _build(args, report: Reporter) -> Bundle:
-    files = collect(args.paths)
+def _build(args, report: Reporter, files=None) -> Bundle:
+    files = collect(args.paths) if files is None else files
     with report.bar("hashing", sum(source.size for source in files)) as bar:
         return Bundle.from_files(files, _transaction(args), args.kv, args.hashtype, bar.update)
 
@@ -169,24 +192,28 @@ def _write_bundle(bundle: Bundle, target: str, report: Reporter) -> int:
 
 
 @contextlib.contextmanager
-def _source(args, report: Reporter):
-    """(stream, length, fingerprint) of what to send: a built bundle or a given tar."""
+def _source(args, report: Reporter, client: IngestClient):
+    """(stream, length, fingerprint) of what to send: a built bundle or a given tar.  The
+    inputs are checked first, then the server (before any file is hashed)."""
     if args.bundle:
         size = os.path.getsize(args.bundle)
         stat = os.stat(args.bundle)
         key = hashlib.sha256(f"{os.path.abspath(args.bundle)}|{size}|{stat.st_mtime_ns}"
                              .encode("utf-8")).hexdigest()
         with open(args.bundle, "rb") as handle:
+            client.check()
             yield handle, size, key, os.path.basename(args.bundle)
     else:
-        bundle = _build(args, report)
+        files = collect(args.paths)
+        client.check()
+        bundle = _build(args, report, files)
         with bundle.open() as stream:
             yield stream, bundle.length, bundle.fingerprint(), "bundle.tar"
 
 
 def _send(args, report: Reporter, client: IngestClient) -> int:
     """Upload; return the job id."""
-    with _source(args, report) as (stream, length, fingerprint, name):
+    with _source(args, report, client) as (stream, length, fingerprint, name):
         with report.bar("sending", length) as bar:
             if not args.resume:
                 return client.post_bundle(stream, length, bar.update)["job_id"]
@@ -203,7 +230,9 @@ def _send(args, report: Reporter, client: IngestClient) -> int:
 def _follow(args, report: Reporter, client: IngestClient, job_id: int) -> dict:
     with report.job_bar() as bar:
         def show(state: dict) -> None:
-            bar.set_description_str(f"job {job_id}: {state.get('task')} "
+            task = state.get("task")
+            step = UPLOAD_TASKS.index(task) + 1 if task in UPLOAD_TASKS else "?"
+            bar.set_description_str(f"job {job_id}: step {step}/{len(UPLOAD_TASKS)} {task} "
                                     f"{state.get('task_percent')} %", refresh=False)
             bar.n = task_position(state)
             bar.refresh()
@@ -228,6 +257,13 @@ def _announce(job_id: int) -> int:
     return EXIT_OK
 
 
+def _configure_logging(verbosity: int) -> None:
+    """Notes (a resumed upload, a retry) always; each request with -v; libraries' with -vv."""
+    logging.basicConfig(level=logging.DEBUG if verbosity > 1 else logging.WARNING,
+                        format="pacifica-ingest-upload: %(message)s")
+    logging.getLogger(__package__).setLevel(logging.DEBUG if verbosity else logging.INFO)
+
+
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest-upload``."""
     parser = build_parser()
@@ -236,13 +272,20 @@ def main(argv=None) -> int:
         parser.error("give the files and directories to send, or --bundle TAR (not both)")
     if args.bundle and args.bundle_only:
         parser.error("--bundle-only builds a bundle from PATHs; it cannot take --bundle")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    _configure_logging(args.verbose)
+    try:
+        args.url = server_url(args.url)
+    except ValueError as err:
+        parser.error(str(err))
     try:
         with logging_redirect_tqdm():
             return run(args)
     except TimeoutError as err:
         sys.stderr.write(f"pacifica-ingest-upload: {err}\n")
         return EXIT_TIMEOUT
+    except LocalFileError as err:
+        sys.stderr.write(f"pacifica-ingest-upload: cannot read a file being sent: {err}\n")
+        return EXIT_USAGE
     except (UploadFailed, requests.RequestException) as err:
         sys.stderr.write(f"pacifica-ingest-upload: {err}\n")
         return EXIT_UPLOAD

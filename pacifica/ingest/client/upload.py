@@ -5,29 +5,93 @@ import base64
 import json
 import logging
 import os
+import socket
+import ssl
 import time
 import urllib.parse
 from typing import Callable
 
 import requests
+from urllib3.exceptions import NameResolutionError
+from urllib3.util.retry import Retry
 
-from .bundle_writer import Progress, Window
+from .bundle_writer import Progress, SourceChanged, Window
 
 logger = logging.getLogger(__name__)
 
 TUS_VERSION = "1.0.0"
 JOB_HEADER = "Ingest-Job-Id"
-# The tasks of an upload job, in order (PROTOCOL.md).
+# The tasks of an upload job, in order (docs/PROTOCOL.md).
 UPLOAD_TASKS = ("UPLOADING", "open tar", "load metadata", "Policy Validation", "ingest files",
                 "ingest metadata")
 RETRY_STATUSES = (423, 500, 502, 503, 504)
 # Seconds between retries at most: ten retries then span about five minutes, longer than the
 # server keeps a dead connection (socket_timeout), which holds its upload until it goes.
 MAX_BACKOFF = 60.0
+CONNECT_TIMEOUT = 10.0  # seconds to open a connection; the first one is never retried
 
 
 class UploadFailed(Exception):
     """The server refused the upload or could not be reached; the message says why."""
+
+
+class Unreachable(UploadFailed):
+    """No connection to the server could be made (nothing was sent); not worth retrying."""
+
+
+class LocalFileError(Exception):
+    """A file being sent could not be read (deleted, shrunk, unreadable): fix it and run again."""
+
+
+def _causes(err: BaseException):
+    """The error and everything it wraps (requests -> urllib3 -> socket)."""
+    seen, todo = set(), [err]
+    while todo:
+        item = todo.pop(0)
+        if item is None or id(item) in seen or not isinstance(item, BaseException):
+            continue
+        seen.add(id(item))
+        yield item
+        todo.extend([getattr(item, "reason", None), item.__cause__, item.__context__,
+                     *[arg for arg in item.args if isinstance(arg, BaseException)]])
+
+
+def explain_unreachable(url: str, err: Exception) -> str | None:
+    """What went wrong before any byte reached ``url`` (None when the connection was made)."""
+    causes = list(_causes(err))
+
+    def first(*kinds):
+        return next((c for c in causes if isinstance(c, kinds)), None)
+
+    if first(NameResolutionError, socket.gaierror):
+        return (f"cannot resolve the host name of {url}: check the spelling of --url "
+                "(no request was sent)")
+    tls = first(ssl.SSLError)
+    if tls or first(requests.exceptions.SSLError):
+        return (f"the TLS handshake with {url} failed ({tls or err}): if the server speaks "
+                "plain HTTP use http://, else check its certificate (no request was sent)")
+    if first(ConnectionRefusedError):
+        return (f"nothing listens at {url} (connection refused): is the server running, and "
+                "is the port right? `bash scripts/run.sh` starts one on http://127.0.0.1:8066")
+    if isinstance(err, requests.ConnectTimeout):
+        return (f"{url} did not accept a connection within {CONNECT_TIMEOUT:.0f} s: check the "
+                "address and any firewall (no request was sent)")
+    if isinstance(err, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return f"{url} is not a usable URL ({err}): give e.g. --url http://127.0.0.1:8066"
+    return None
+
+
+class _FileReads(Window):
+    """A request body whose local read errors stay local: requests would report an OSError
+    raised while sending as a broken connection."""
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return super().read(size)
+        except OSError as err:
+            named = getattr(err, "filename", None) or isinstance(err, SourceChanged)
+            raise LocalFileError(f"{err}" if named else f"the bundle being sent: {err}") from err
 
 
 def _reason(reply: requests.Response) -> str:
@@ -82,24 +146,51 @@ class IngestClient:
     def __init__(self, url: str, headers: dict | None = None, timeout: float = 60.0,
                  retries: int = 10, backoff: float = 1.0):
         self.url = url.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers.update(headers or {})
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        # Bodies (a POSTed bundle, tus chunks) go through a session that never retries: a
+        # stream cannot be sent twice, and a broken chunk resumes from the server's offset.
+        self.session = requests.Session()
+        self.session.headers.update(headers or {})
+        # Small requests are retried by urllib3 with backoff, once the server has answered.
+        self.calls = requests.Session()
+        self.calls.headers.update(headers or {})
+        retry = Retry(total=retries, backoff_factor=backoff, backoff_max=MAX_BACKOFF,
+                      status_forcelist=RETRY_STATUSES, allowed_methods=None,
+                      raise_on_status=False, respect_retry_after_header=True)
+        for prefix in ("http://", "https://"):
+            self.calls.mount(prefix, requests.adapters.HTTPAdapter(max_retries=retry))
+
+    def check(self) -> None:
+        """``GET /`` once, before anything is hashed or sent: a server that cannot be reached
+        fails at once (Unreachable) with the reason, instead of minutes of retries."""
+        try:
+            reply = self.session.get(self.url + "/", timeout=(CONNECT_TIMEOUT, self.timeout))
+        except requests.RequestException as err:
+            raise Unreachable(explain_unreachable(self.url, err)
+                              or f"{self.url} could not be reached: {err}") from err
+        logger.debug("GET %s/: %s %s", self.url, reply.status_code, reply.text[:200])
 
     # -- one POST ---------------------------------------------------------------------
 
     def post_bundle(self, stream, length: int, on_bytes: Progress | None = None,
                     path: str = "/upload") -> dict:
         """Stream the bundle in one request; return the new job's state."""
-        body = Window(stream, 0, length, on_bytes)
+        body = _FileReads(stream, 0, length, on_bytes)
+        logger.debug("POST %s%s: %d bytes", self.url, path, length)
         try:
-            reply = self.session.post(self.url + path, data=body, timeout=(self.timeout, None),
+            reply = self.session.post(self.url + path, data=body,
+                                      timeout=(CONNECT_TIMEOUT, None),
                                       headers={"Content-Type": "application/octet-stream"})
         except requests.RequestException as err:
-            raise UploadFailed(f"the upload to {self.url} broke off: {err}; try --resume, which "
-                               "picks up where a broken upload stopped") from err
+            unreachable = explain_unreachable(self.url, err)
+            if unreachable:
+                raise Unreachable(unreachable) from err
+            raise UploadFailed(f"the upload to {self.url} broke off after "
+                               f"{length - body.remaining} of {length} bytes: {err}; try "
+                               "--resume, which picks up where a broken upload stopped") from err
+        logger.debug("POST %s%s: %s", self.url, path, reply.status_code)
         if reply.status_code != 200:
             raise UploadFailed(f"the server refused the bundle: {_reason(reply)}")
         return reply.json()
@@ -127,10 +218,12 @@ class IngestClient:
             count = min(chunk_size, length - offset)
             try:
                 reply = self.session.patch(
-                    url, data=Window(stream, offset, count, on_bytes),
-                    timeout=(self.timeout, self.timeout * 5),
+                    url, data=_FileReads(stream, offset, count, on_bytes),
+                    timeout=(CONNECT_TIMEOUT, self.timeout * 5),
                     headers=self._tus({"Content-Type": "application/offset+octet-stream",
                                        "Upload-Offset": str(offset)}))
+                logger.debug("PATCH %s at byte %d (%d bytes): %s", url, offset, count,
+                             reply.status_code)
                 if reply.status_code in RETRY_STATUSES + (409,):  # 409: offsets disagree
                     raise UploadFailed(_reason(reply))
             except (requests.ConnectionError, requests.Timeout, UploadFailed) as err:
@@ -191,7 +284,8 @@ class IngestClient:
                         reply.status_code)
             return None, None
         job = reply.headers.get(JOB_HEADER)
-        logger.info("resuming upload %s at byte %s", url, reply.headers["Upload-Offset"])
+        logger.info("resuming the upload at byte %s of %d (%s)", reply.headers["Upload-Offset"],
+                    length, url)
         return int(reply.headers["Upload-Offset"]), int(job) if job else None
 
     def _offset(self, url: str) -> int:
@@ -210,21 +304,15 @@ class IngestClient:
     # -- plumbing ---------------------------------------------------------------------
 
     def _request(self, method: str, url: str, **kwargs) -> requests.Response:
-        """A small request, retried with backoff while the server is unreachable or busy."""
-        for attempt in range(self.retries + 1):
-            try:
-                reply = self.session.request(method, url, timeout=self.timeout, **kwargs)
-                if reply.status_code not in RETRY_STATUSES or attempt == self.retries:
-                    return reply
-                problem = _reason(reply)
-            except (requests.ConnectionError, requests.Timeout) as err:
-                if attempt == self.retries:
-                    raise UploadFailed(f"{self.url} could not be reached: {err}") from err
-                problem = str(err)
-            wait = min(self.backoff * 2 ** attempt, MAX_BACKOFF)
-            logger.warning("%s %s: %s; retrying in %.1f s", method.upper(), url, problem, wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+        """A small request, retried with backoff (urllib3) while the server is down or busy."""
+        try:
+            reply = self.calls.request(method, url, timeout=(CONNECT_TIMEOUT, self.timeout),
+                                       **kwargs)
+        except requests.RequestException as err:
+            raise UploadFailed(f"{self.url} could not be reached (after {self.retries} "
+                               f"retries): {explain_unreachable(self.url, err) or err}") from err
+        logger.debug("%s %s: %s", method.upper(), url, reply.status_code)
+        return reply
 
     def state(self, job_id: int) -> dict:
         """The job state object."""
@@ -243,8 +331,11 @@ class IngestClient:
             if state.get("complete") or state.get("state") == "FAILED":
                 return state
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is not done after {timeout:.0f} s: "
-                                   f"{state.get('task')} {state.get('task_percent')} %")
+                raise TimeoutError(
+                    f"job {job_id} is not done after {timeout:.0f} s; it was at step "
+                    f"'{state.get('task')}' ({state.get('task_percent')} % of that step) and "
+                    f"goes on on the server: follow it with GET {self.url}/get_state?job_id="
+                    f"{job_id}, or wait longer with --timeout (0 = no limit)")
             time.sleep(interval)
 
 

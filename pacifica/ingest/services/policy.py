@@ -17,19 +17,24 @@ class PolicyCheck(Protocol):
 
 
 class LocalPolicy:
-    """Built-in rules: the structure checks already passed; optionally require fields."""
+    """Built-in rules: the structure checks already passed; require Transactions fields
+    (``[policy] required``)."""
 
     def __init__(self, required_fields: tuple[str, ...] = ()):
         self.required_fields = required_fields
 
     def check(self, metadata: list, user: str) -> None:
-        """Reject a transaction that lacks a required Transactions.<field>."""
-        present = {e.get("destinationTable", "").split(".", 1)[-1] for e in metadata
-                   if str(e.get("destinationTable", "")).startswith("Transactions.")}
+        """Reject a transaction that lacks a required Transactions.<field> (or leaves it empty)."""
+        present = {str(e["destinationTable"]).split(".", 1)[-1] for e in metadata
+                   if str(e.get("destinationTable", "")).startswith("Transactions.")
+                   and e.get("value") not in (None, "")}
         missing = [name for name in self.required_fields if name not in present]
         if missing:
-            raise PolicyRejected("policy: the metadata must name " +
-                                 ", ".join(f"Transactions.{name}" for name in missing))
+            raise PolicyRejected(
+                "policy: the metadata must name " +
+                ", ".join(f"Transactions.{name}" for name in missing) +
+                ' (entries like {"destinationTable": "Transactions.' + missing[0] +
+                '", "value": ...}; the service requires ' + ", ".join(self.required_fields) + ")")
 
 
 class PolicyClient:

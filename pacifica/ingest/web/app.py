@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import socket
@@ -55,6 +56,64 @@ class DatabaseTool(cherrypy.Tool):
 
 cherrypy.tools.ingest_db = DatabaseTool()
 
+# What to say for an unknown path, by its first component (docs/PROTOCOL.md lists them all).
+ENDPOINT_HINTS = {
+    "upload": "POST bundles to /upload (GET /upload is the browser's upload page)",
+    "ingest": "POST bundles to /ingest",
+    "move": "POST move requests (JSON) to /move",
+    "get_state": "ask GET /get_state?job_id=N",
+    "get_files": "ask GET /get_files?job_id=N",
+    "receipt": "ask GET /receipt?job_id=N",
+    "receipt-key": "ask GET /receipt-key",
+    "jobs": "the pages for people are GET /jobs and GET /jobs/N",
+    "health": "ask GET /health",
+    "ready": "ask GET /ready",
+    "metrics": "ask GET /metrics",
+}
+ALL_ENDPOINTS = ("the endpoints are GET /, POST /upload (or /ingest), POST /move, "
+                 "GET /get_state?job_id=N, GET /get_files?job_id=N, GET /receipt?job_id=N, "
+                 "GET /receipt-key, tus under /files/, GET /health, /ready, /metrics, and "
+                 "the pages GET /jobs, /jobs/N, /upload (docs/PROTOCOL.md)")
+
+
+def no_such_endpoint(path: str) -> str:
+    """The 404 message for an unknown path: what it is and where to go instead."""
+    parts = [part for part in path.split("/") if part]
+    hint = ENDPOINT_HINTS.get(parts[0], ALL_ENDPOINTS) if parts else ALL_ENDPOINTS
+    shown = path if len(path) <= 200 else path[:200] + "..."
+    return f"no such endpoint {shown}; {hint}"
+
+
+def _takes_sub_paths(resource, count: int) -> bool:
+    """Whether a method of a handler takes ``count`` extra path components as positional
+    arguments (``/jobs/7`` is ``JobPages.GET("7")``, ``/files/<id>`` goes to ``*path``)."""
+    for name, method in inspect.getmembers(resource):
+        if not (name.isupper() and callable(method)):
+            continue
+        kinds = [p.kind for p in inspect.signature(method).parameters.values()]
+        if inspect.Parameter.VAR_POSITIONAL in kinds or count <= sum(
+                kind in (inspect.Parameter.POSITIONAL_ONLY,
+                         inspect.Parameter.POSITIONAL_OR_KEYWORD) for kind in kinds):
+            return True
+    return False
+
+
+class Endpoints(cherrypy.dispatch.MethodDispatcher):
+    """Method dispatch where every unknown path, under any method, is a 404 naming the right URL
+    (CherryPy would call ``Upload.POST`` with the rest of ``/upload/x`` and fail with a 500)."""
+
+    def find_handler(self, path):
+        resource, vpath = super().find_handler(path)
+        if resource is not None and vpath and not _takes_sub_paths(resource, len(vpath)):
+            resource = None
+        return resource, vpath
+
+    def __call__(self, path_info):
+        super().__call__(path_info)
+        request = cherrypy.serving.request
+        if isinstance(request.handler, cherrypy.NotFound):
+            request.handler = cherrypy.HTTPError(404, no_such_endpoint(path_info))
+
 
 def build_intake(settings: Settings, enqueue) -> Intake:
     """The intake with the configured id source, staging volume and queue."""
@@ -89,7 +148,7 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     streaming = {"request.process_request_body": False}
     config = {
         "/": {
-            "request.dispatch": cherrypy.dispatch.MethodDispatcher(),
+            "request.dispatch": Endpoints(),
             "error_page.default": error_page,
             "tools.ingest_db.on": True,
             "request.show_tracebacks": False,

@@ -149,7 +149,7 @@ class JobState(Authenticated):
 
     @cherrypy.tools.json_out()
     @json_errors
-    def GET(self, job_id=None, **_params):  # pylint: disable=invalid-name
+    def GET(self, *, job_id=None, **_params):  # pylint: disable=invalid-name
         """The job state object, for its owner or an admin."""
         number = parse_job_id(job_id)
         return jobs.get(number, self.identity().may_see).as_dict()
@@ -160,7 +160,7 @@ class JobFiles(Authenticated):
 
     @cherrypy.tools.json_out()
     @json_errors
-    def GET(self, job_id=None, **_params):  # pylint: disable=invalid-name
+    def GET(self, *, job_id=None, **_params):  # pylint: disable=invalid-name
         """The job's state, transaction and files with their archive ids (owner or admin)."""
         number = parse_job_id(job_id)
         job = jobs.get(number, self.identity().may_see)
