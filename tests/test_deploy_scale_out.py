@@ -119,7 +119,8 @@ def test_thirty_concurrent_bundles_on_three_workers(scaled_stack):
     assert used <= workers and len(used) >= 2, (used, workers)
 
     # And a worker answers the image's healthcheck over this broker.
-    name = re.search(r"(\S+@\S+) ready\.", stack.log("worker0")).group(1)
+    with open(os.path.join(stack.base, "worker0.log"), encoding="utf-8", errors="replace") as log:
+        name = re.search(r"(\S+@\S+) ready\.", log.read()).group(1)  # the whole log, not its tail
     check = subprocess.run(healthcheck_command("Dockerfile.backend"), capture_output=True,
                            text=True, timeout=60, check=False,
                            env=dict(stack.env, INGEST_WORKER_NAME=name))

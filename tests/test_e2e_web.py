@@ -37,7 +37,7 @@ def test_get_state_errors_are_json(stack, query, status, words):
 @pytest.mark.parametrize("method, path, status", [
     ("GET", "/no/such/page", 404),
     ("DELETE", "/upload", 405),
-    ("GET", "/upload", 405),
+    ("PUT", "/upload", 405),
 ])
 def test_routing_errors_are_json(stack, method, path, status):
     reply = requests.request(method, stack.url + path, timeout=10)

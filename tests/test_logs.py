@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import requests
@@ -39,7 +40,12 @@ def _run_jobs(stack) -> tuple[int, int, int]:
 
 
 def _logs(stack) -> str:
-    return stack.log("frontend") + stack.log("worker0")
+    """The whole frontend and worker logs (Stack.log keeps only their tails)."""
+    text = ""
+    for name in ("frontend", "worker0"):
+        with open(os.path.join(stack.base, f"{name}.log"), "rb") as handle:
+            text += handle.read().decode("utf-8", "replace")
+    return text
 
 
 def test_text_lines_carry_the_job_id_and_cannot_be_forged(make_stack):

@@ -249,7 +249,8 @@ def test_user_too_wide_for_its_column_is_a_json_400(secured):
                                  headers={"Content-Type": "application/octet-stream",
                                           "X-Http-Authed-User": "u" * 300})
     assert reply.status_code == 400, reply.text
-    assert "the job's user does not fit: 300 characters, at most 255" in reply.json()["message"]
+    # refused where the identity is read, before any job is made
+    assert "names a user of 300 characters; at most 255" in reply.json()["message"]
 
 
 def test_a_pool_process_past_max_memory_per_child_is_replaced(make_stack):

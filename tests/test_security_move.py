@@ -71,7 +71,8 @@ def test_the_worker_refuses_a_move_queued_past_the_frontend(stack, tmp_path):
     source = write(str(tmp_path / "a.bin"), b"a")
     request = tmp_path / "move.json"
     request.write_text(json.dumps(TRANSACTION + [file_entry("a.bin", b"a", source=source)]))
-    job_id = stack.ingest(make_bundle({"x.txt": b"x"}))["job_id"]
+    failed = make_bundle({"x.txt": b"x"}, metadata=TRANSACTION + [file_entry("x.txt", b"y")])
+    job_id = stack.ingest(failed)["job_id"]  # retry takes a FAILED job without --force
     before = stack.archive_files()
 
     stack.admin("retry", "--job_id", str(job_id), "--move", "--path", str(request))

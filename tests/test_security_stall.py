@@ -28,12 +28,14 @@ TRICKLERS = 48
 TRICKLE_LIMIT = 40.0  # seconds a trickling client goes on at most
 SLOW_ENV = {"INGEST_INGEST_UPLOAD_RATE_WINDOW": str(WINDOW)}
 USER_HEADER = "X-Http-Authed-User"
+ADMIN = "operator"  # sees every user's jobs (jobs_of)
 
 
 def start(make_stack, gunicorn: bool = False, workers: int = 0, **env) -> object:
     """A frontend (CherryPy, or gunicorn as the image runs it) with these settings."""
     options = {"frontend_command": image_command("Dockerfile.frontend")} if gunicorn else {}
-    stack = make_stack(workers=workers, extra_env={**SLOW_ENV, **env}, **options)
+    stack = make_stack(workers=workers, extra_env={**SLOW_ENV, "INGEST_AUTH_ADMINS": ADMIN,
+                                                   **env}, **options)
     stack.admin("dbsync")
     stack.start_frontend()
     return stack
@@ -134,7 +136,8 @@ def jobs_of(stack, highest: int = TRICKLERS + 20) -> list[dict]:
     """Every job the stack has (ids are handed out from 1)."""
     found = []
     for job_id in range(1, highest):
-        reply = requests.get(f"{stack.url}/get_state", params={"job_id": job_id}, timeout=10)
+        reply = requests.get(f"{stack.url}/get_state", params={"job_id": job_id}, timeout=10,
+                             headers={USER_HEADER: ADMIN})
         if reply.status_code == 200:
             found.append(reply.json())
     return found

@@ -140,3 +140,23 @@ def test_bundle_from_pacifica_uploader_is_accepted(stack, tmp_path):
     state = stack.wait(job_id)
     assert state["state"] == "OK", state
     assert stack.archived(job_id) == files
+
+
+def test_the_same_command_again_never_ingests_twice_and_keeps_a_receipt(stack, tmp_path):
+    files = make_tree(tmp_path)
+    receipt = tmp_path / "receipt.json"
+    first = upload(stack, "--json", "--receipt", str(receipt), *FIELDS, str(tmp_path / "top"))
+    assert first.returncode == 0, first.stderr
+    job_id = json.loads(first.stdout)["job_id"]
+    again = upload(stack, "--json", *FIELDS, str(tmp_path / "top"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["job_id"] == job_id  # the same bundle: the same job
+    fresh = upload(stack, "--json", "--new", *FIELDS, str(tmp_path / "top"))
+    assert json.loads(fresh.stdout)["job_id"] != job_id  # --new: a second submission
+    assert stack.archived(job_id) == files
+
+    saved = json.loads(receipt.read_text())
+    assert saved["receipt"]["job_id"] == job_id
+    assert {item["path"] for item in saved["receipt"]["files"]} == set(files)
+    checked = stack.admin("verify-receipt", str(receipt), "--against-archive")
+    assert "signature valid" in checked.stdout, checked.stdout

@@ -12,8 +12,8 @@ the database and the volume when scraped, so it is right across hosts too.
 from __future__ import annotations
 
 import datetime
-import functools
 import os
+import threading
 import types
 
 import peewee
@@ -46,25 +46,40 @@ def enable(volume_path: str) -> None:
     values.ValueClass = values.get_value_class()
 
 
-@functools.lru_cache(maxsize=None)
+_BUILT: list = []
+_BUILDING = threading.Lock()
+
+
 def instruments() -> types.SimpleNamespace:
-    """The metric objects, built once per process."""
+    """The metric objects, built once per process (request threads race for the first)."""
+    if not _BUILT:
+        with _BUILDING:
+            if not _BUILT:
+                _BUILT.append(_build())
+    return _BUILT[0]
+
+
+def _build() -> types.SimpleNamespace:
+    # registry=None: the values live in the multiprocess files, read by MultiProcessCollector
     return types.SimpleNamespace(
         accepted=Counter("pacifica_ingest_jobs_accepted_total",
-                         "Jobs whose bundle or move request was accepted and queued", ["via"]),
-        completed=Counter("pacifica_ingest_jobs_completed_total", "Jobs ingested completely"),
+                         "Jobs whose bundle or move request was accepted and queued", ["via"], registry=None),
+        completed=Counter("pacifica_ingest_jobs_completed_total", "Jobs ingested completely",
+                          registry=None),
         failed=Counter("pacifica_ingest_jobs_failed_total", "Jobs that ended FAILED",
-                       ["step", "reason"]),
-        files=Counter("pacifica_ingest_files_ingested_total", "Files stored and recorded"),
-        bytes=Counter("pacifica_ingest_ingested_bytes_total", "Bytes of files stored"),
+                       ["step", "reason"], registry=None),
+        files=Counter("pacifica_ingest_files_ingested_total", "Files stored and recorded",
+                      registry=None),
+        bytes=Counter("pacifica_ingest_ingested_bytes_total", "Bytes of files stored", registry=None),
         bundle_size=Histogram("pacifica_ingest_bundle_size_bytes",
                               "Size of accepted bundles as they landed on the volume",
-                              buckets=SIZE_BUCKETS),
+                              buckets=SIZE_BUCKETS, registry=None),
         step_seconds=Histogram("pacifica_ingest_step_duration_seconds",
                                "Time a worker spent in each step of a job", ["step"],
-                               buckets=TIME_BUCKETS),
+                               buckets=TIME_BUCKETS, registry=None),
         get_state_seconds=Histogram("pacifica_ingest_get_state_duration_seconds",
-                                    "Time to answer GET /get_state", buckets=TIME_BUCKETS),
+                                    "Time to answer GET /get_state", buckets=TIME_BUCKETS,
+                                    registry=None),
     )
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import uuid
 
 import requests
 from tqdm import tqdm
@@ -15,8 +16,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import ConfigError, parse_size
 from .bundle_writer import Bundle, BundleInputError, SourceChanged, collect, save
-from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed, task_position,
-                     UPLOAD_TASKS)
+from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed, UPLOAD_TASKS,
+                     submission_key, task_position)
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="'NAME: VALUE'", help="extra HTTP header (e.g. authentication)")
     sending.add_argument("--bundle", metavar="TAR",
                          help="send this ready-made bundle as it is instead of building one")
+    sending.add_argument("--new", action="store_true",
+                         help="a fresh submission even if this very bundle was sent before "
+                              "(by default the same bundle gets the same Idempotency-Key, so "
+                              "running the command again never ingests it twice)")
     sending.add_argument("--bundle-only", metavar="FILE",
                          help="write the bundle to FILE ('-' for standard output) and stop")
     waiting = parser.add_argument_group("waiting and output")
     waiting.add_argument("--no-wait", action="store_true",
                          help="stop once the bundle is accepted; print the job state")
     waiting.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+    waiting.add_argument("--receipt", metavar="FILE",
+                         help="save the job's signed receipt here once it is complete (check it "
+                              "later with pacifica-ingest-cmd verify-receipt)")
     waiting.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                          help="give up waiting for the job after this long (default "
                               f"{DEFAULT_TIMEOUT:.0f}; 0: wait as long as it takes)")
@@ -215,8 +223,11 @@ def _send(args, report: Reporter, client: IngestClient) -> int:
     """Upload; return the job id."""
     with _source(args, report, client) as (stream, length, fingerprint, name):
         with report.bar("sending", length) as bar:
+            mode = "tus" if args.resume else "post"  # a POST and a tus creation differ in kind
+            key = uuid.uuid4().hex if args.new else submission_key(f"{mode}|{fingerprint}",
+                                                                   client.url)
             if not args.resume:
-                return client.post_bundle(stream, length, bar.update)["job_id"]
+                return client.post_bundle(stream, length, bar.update, key=key)["job_id"]
 
             def at(offset: int) -> None:
                 bar.n = offset
@@ -224,7 +235,8 @@ def _send(args, report: Reporter, client: IngestClient) -> int:
 
             store = ResumeStore(args.state_file)
             return client.tus_upload(stream, length, args.chunk_size, at, bar.update, store,
-                                     key=f"{client.url}|{fingerprint}", filename=name)
+                                     key=f"{client.url}|{fingerprint}", filename=name,
+                                     idempotency_key=key)
 
 
 def _follow(args, report: Reporter, client: IngestClient, job_id: int) -> dict:
@@ -249,7 +261,21 @@ def run(args) -> int:
     job_id = _send(args, report, client)
     if args.no_wait:
         return report.outcome(client.state(job_id)) if args.json else _announce(job_id)
-    return report.outcome(_follow(args, report, client, job_id))
+    state = _follow(args, report, client, job_id)
+    if args.receipt and state.get("state") == "OK" and state.get("complete"):
+        _save_receipt(client.receipt(job_id), args.receipt)
+    return report.outcome(state)
+
+
+def _save_receipt(envelope: dict, target: str) -> None:
+    """Write the signed receipt durably (temp file, fsync, rename)."""
+    partial = target + ".part"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(envelope, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
+    logger.info("receipt of job %s saved to %s", envelope["receipt"]["job_id"], target)
 
 
 def _announce(job_id: int) -> int:

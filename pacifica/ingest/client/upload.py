@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import getpass
+import hashlib
 import json
 import logging
 import os
@@ -140,6 +142,17 @@ class ResumeStore:
         os.replace(self.path + ".tmp", self.path)
 
 
+def _key_header(key: str) -> dict:
+    return {"Idempotency-Key": key} if key else {}
+
+
+def submission_key(fingerprint: str, url: str) -> str:
+    """The Idempotency-Key of a bundle: the same bundle, user and server give the same key, so
+    running the same command again after any failure never makes a second ingest."""
+    who = getpass.getuser()
+    return "piu-" + hashlib.sha256(f"{who}|{url}|{fingerprint}".encode("utf-8")).hexdigest()
+
+
 class IngestClient:
     """One ingest server: ``url`` is its base, e.g. ``http://127.0.0.1:8066``."""
 
@@ -175,14 +188,16 @@ class IngestClient:
     # -- one POST ---------------------------------------------------------------------
 
     def post_bundle(self, stream, length: int, on_bytes: Progress | None = None,
-                    path: str = "/upload") -> dict:
-        """Stream the bundle in one request; return the new job's state."""
+                    path: str = "/upload", key: str = "") -> dict:
+        """Stream the bundle in one request; return the job's state.
+
+        With an Idempotency-Key, sending the same bundle again answers the job it made."""
         body = _FileReads(stream, 0, length, on_bytes)
         logger.debug("POST %s%s: %d bytes", self.url, path, length)
+        headers = {"Content-Type": "application/octet-stream", **_key_header(key)}
         try:
             reply = self.session.post(self.url + path, data=body,
-                                      timeout=(CONNECT_TIMEOUT, None),
-                                      headers={"Content-Type": "application/octet-stream"})
+                                      timeout=(CONNECT_TIMEOUT, None), headers=headers)
         except requests.RequestException as err:
             unreachable = explain_unreachable(self.url, err)
             if unreachable:
@@ -199,13 +214,14 @@ class IngestClient:
 
     def tus_upload(self, stream, length: int, chunk_size: int, on_offset: Callable[[int], None],
                    on_bytes: Progress | None = None, store: ResumeStore | None = None,
-                   key: str = "", filename: str = "bundle.tar") -> int:
+                   key: str = "", filename: str = "bundle.tar",
+                   idempotency_key: str = "") -> int:
         """Send the bundle in PATCHes, resuming after breaks (and across runs); return the job id."""
         endpoint = self.url + "/files/"
         url = store.get(key) if store and key else None
         offset, job_id = (self._resume(url, length) if url else (None, None))
         if offset is None:
-            url = self._create(endpoint, length, filename)
+            url = self._create(endpoint, length, filename, idempotency_key)
             offset = 0
             if store and key:
                 store.put(key, url)
@@ -253,10 +269,11 @@ class IngestClient:
     def _tus(headers: dict | None = None) -> dict:
         return {"Tus-Resumable": TUS_VERSION, **(headers or {})}
 
-    def _create(self, endpoint: str, length: int, filename: str) -> str:
+    def _create(self, endpoint: str, length: int, filename: str, idempotency_key: str = "") -> str:
         encoded = base64.b64encode(filename.encode("utf-8")).decode("ascii")
         reply = self._request("post", endpoint, headers=self._tus({
-            "Upload-Length": str(length), "Upload-Metadata": f"filename {encoded}"}))
+            "Upload-Length": str(length), "Upload-Metadata": f"filename {encoded}",
+            **_key_header(idempotency_key)}))
         if reply.status_code != 201:
             raise UploadFailed(f"the server refused the upload: {_reason(reply)}")
         return self._upload_url(reply.headers.get("Location"))
@@ -313,6 +330,13 @@ class IngestClient:
                                f"retries): {explain_unreachable(self.url, err) or err}") from err
         logger.debug("%s %s: %s", method.upper(), url, reply.status_code)
         return reply
+
+    def receipt(self, job_id: int) -> dict:
+        """The signed receipt of a completed job."""
+        reply = self._request("get", self.url + "/receipt", params={"job_id": job_id})
+        if reply.status_code != 200:
+            raise UploadFailed(f"no receipt for job {job_id}: {_reason(reply)}")
+        return reply.json()
 
     def state(self, job_id: int) -> dict:
         """The job state object."""
