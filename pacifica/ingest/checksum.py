@@ -34,14 +34,14 @@ class Tally:
         self.count = 0
         self.on_bytes = on_bytes
 
-    def _account(self, view) -> None:
+    def update(self, view) -> None:
+        """Count and hash bytes read."""
         self.hasher.update(view)
         self.count += len(view)
         self.remaining -= len(view)
         if self.on_bytes:
             self.on_bytes(len(view))
 
-    update = _account
 
     def verify(self, path: str, expected_size: int, expected_hash: str) -> None:
         """Raise unless exactly the declared bytes, with the declared hash, went through."""
@@ -67,7 +67,7 @@ class HashingReader(Tally):
             return 0
         got = self.stream.readinto(view)
         if got:
-            self._account(view[:got])
+            self.update(view[:got])
         return got or 0
 
     def read(self, size: int = -1) -> bytes:
@@ -78,7 +78,7 @@ class HashingReader(Tally):
             return b""
         data = self.stream.read(size)
         if data:
-            self._account(data)
+            self.update(data)
         return data
 
     def __iter__(self):

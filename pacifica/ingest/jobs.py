@@ -26,11 +26,6 @@ class Step(enum.Enum):
     INGEST_METADATA = "ingest metadata"
 
 
-UPLOAD_STEPS = (Step.UPLOADING, Step.OPEN_TAR, Step.LOAD_METADATA, Step.POLICY,
-                Step.INGEST_FILES, Step.INGEST_METADATA)
-MOVE_STEPS = (Step.UPLOADING, Step.LOAD_METADATA, Step.POLICY, Step.MOVE_FILES,
-              Step.INGEST_METADATA)
-
 # queue_state: where the job stands with the broker.
 RECEIVING = "receiving"  # the body is still arriving
 WAITING = "waiting"  # accepted, but the broker could not take it yet; retried until it does

@@ -64,10 +64,10 @@ class ArchiveBackend(Protocol):
         """Where the files go, for messages."""
 
 
-def from_settings(settings: Settings, session_factory=None) -> ArchiveBackend:
+def from_settings(settings: Settings) -> ArchiveBackend:
     """The archive the settings name: the Archive Interface URL if set, else a local directory."""
     if settings.services.archiveinterface:
         from .http import HttpArchive  # pylint: disable=import-outside-toplevel
-        return HttpArchive.from_settings(settings, session_factory)
+        return HttpArchive.from_settings(settings)
     from .local import LocalArchive  # pylint: disable=import-outside-toplevel
     return LocalArchive.from_settings(settings)

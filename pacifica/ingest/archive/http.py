@@ -57,11 +57,10 @@ class HttpArchive:
         self.parallel = parallel  # PUTs in flight at once (the pipeline's fan-out reads it)
 
     @classmethod
-    def from_settings(cls, settings: Settings, session_factory=None) -> "HttpArchive":
+    def from_settings(cls, settings: Settings) -> "HttpArchive":
         """One pooled session without transport retries: a streamed body is retried here, afresh."""
-        factory = session_factory or make_session
-        session = factory(replace(settings.http, retries=0),
-                          pool_size=settings.http.parallel_uploads + 2)
+        session = make_session(replace(settings.http, retries=0),
+                               pool_size=settings.http.parallel_uploads + 2)
         return cls(settings.services.archiveinterface, session, settings.http.retries,
                    settings.http.backoff, settings.http.parallel_uploads)
 

@@ -232,11 +232,6 @@ class Bundle:
             self.segments.append(Segment(self.length, source.size, source=source))
             self.length += source.size
 
-    @property
-    def data_size(self) -> int:
-        """Bytes of file content (what the hashing pass reads)."""
-        return sum(source.size for source in self.files)
-
     def fingerprint(self) -> str:
         """Names the exact byte stream: same files, contents, times and fields, same value."""
         return hashlib.sha256(self.metadata_bytes).hexdigest()

@@ -102,11 +102,6 @@ class Staging:
         os.replace(final + ".part", final)
         return final
 
-    def discard(self, job_id: int) -> None:
-        """Remove whatever the job left on the volume."""
-        for suffix in (".tar.part", ".tar", ".json"):
-            unlink_quietly(self.path_for(job_id, suffix))
-
 
 @dataclass(frozen=True)
 class RateFloor:
