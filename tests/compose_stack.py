@@ -131,9 +131,10 @@ def debian_base() -> str:
 
 
 def build(name: str, dockerfile: str, context: str, base: str) -> str:
-    """``podman build`` of one image on ``base`` (podman's layer cache makes a rebuild quick)."""
-    run(["podman", "build", "--build-arg", f"BASE_IMAGE={base}", "-t", name, "-f", dockerfile,
-         context])
+    """``podman build`` of one image on ``base`` (podman's layer cache makes a rebuild quick),
+    in Docker's format: the OCI format has no HEALTHCHECK, podman would drop it."""
+    run(["podman", "build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}",
+         "-t", name, "-f", dockerfile, context])
     return name
 
 
@@ -304,6 +305,12 @@ class ComposeStack:
         """Where a named volume of the stack lives on this host."""
         return run(["podman", "volume", "inspect", f"{self.project}_{volume}", "--format",
                     "{{.Mountpoint}}"], timeout=60).stdout.strip()
+
+    @staticmethod
+    def logs(container: str) -> str:
+        """A container's output."""
+        result = run(["podman", "logs", container], timeout=60)
+        return result.stdout + result.stderr
 
     def host_pid(self, container: str) -> int:
         """The host's pid of a container's first process."""
