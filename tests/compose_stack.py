@@ -17,7 +17,7 @@ Podman runs healthchecks from systemd timers, and there is no systemd here: ``He
 runs ``podman healthcheck run`` on the stack's containers instead (same command, same retries).
 
 The tests use ``ComposeStack`` as a context manager (tests/test_compose_stack.py);
-``python tests/compose_stack.py images`` only installs, configures and builds.
+``python tests/compose_stack.py images [--pacifica]`` only installs, configures and builds.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import time
 
 import requests
 
+import pacifica_services
 import processes
 from harness import free_port
 from images import ROOT
@@ -52,6 +53,8 @@ PODMAN_CONF = "/etc/containers/containers.conf.d/50-pacifica-ingest-compose.conf
 PREFIX = "pacifica-ingest-test"
 # No daemon may be started while an image is built (Debian's postinst scripts try to).
 POLICY_RC_D = "#!/bin/sh\nexit 101\n"
+# psycopg2 (Metadata's PostgreSQL driver) compiles against libpq.
+PACIFICA_BUILD_PACKAGES = {"metadata": "gcc python3-dev libpq-dev"}
 HEALTH_TICK = 5.0  # seconds between the stack's healthchecks (the images ask 10-60 s)
 COMMAND_TIMEOUT = 1800  # a cold image build, the longest single command
 
@@ -130,28 +133,50 @@ def debian_base() -> str:
     return name
 
 
-def build(name: str, dockerfile: str, context: str, base: str) -> str:
+def build(role: str, dockerfile: str, context: str, base: str, **args: str) -> str:
     """``podman build`` of one image on ``base`` (podman's layer cache makes a rebuild quick),
     in Docker's format: the OCI format has no HEALTHCHECK, podman would drop it."""
-    run(["podman", "build", "--format", "docker", "--build-arg", f"BASE_IMAGE={base}",
-         "-t", name, "-f", dockerfile, context])
+    name = f"localhost/{PREFIX}-{role}:latest"
+    options = [f"--build-arg={key}={value}" for key, value in {"BASE_IMAGE": base, **args}.items()]
+    run(["podman", "build", "--format", "docker", *options, "-t", name, "-f", dockerfile,
+         context])
     return name
 
 
-def build_images() -> dict[str, str]:
-    """Every image the stack runs, by role."""
+def build_images(pacifica: bool = False) -> dict[str, str]:
+    """Every image the stack runs, by role (with the Pacifica services' when asked)."""
     debian = debian_base()
     with tempfile.TemporaryDirectory() as context:
         shutil.copy(HOST_CA_BUNDLE, os.path.join(context, "ca-certificates.crt"))
-        python = build(f"localhost/{PREFIX}-python:latest",
-                       os.path.join(LOCAL, "Dockerfile.python"), context, debian)
+        python = build("python", os.path.join(LOCAL, "Dockerfile.python"), context, debian)
     images = {"python": python}
     for role in ("frontend", "backend"):
-        images[role] = build(f"localhost/{PREFIX}-{role}:latest",
-                             os.path.join(ROOT, f"Dockerfile.{role}"), ROOT, python)
-    for role in ("mariadb", "rabbitmq", "redis"):
-        images[role] = build(f"localhost/{PREFIX}-{role}:latest",
-                             os.path.join(LOCAL, f"Dockerfile.{role}"), LOCAL, debian)
+        images[role] = build(role, os.path.join(ROOT, f"Dockerfile.{role}"), ROOT, python)
+    for role in ("mariadb", "rabbitmq", "redis") + (("postgres",) if pacifica else ()):
+        images[role] = build(role, os.path.join(LOCAL, f"Dockerfile.{role}"), LOCAL, debian)
+    if pacifica:
+        images.update(build_pacifica_images(python))
+    return images
+
+
+def build_pacifica_images(python: str) -> dict[str, str]:
+    """UniqueID, the Archive Interface, Metadata and Policy from the versions (and CherryPy
+    configuration) tests/pacifica_services.py runs."""
+    with open(os.path.join(ROOT, "docker", "constraints.txt"), encoding="utf-8") as handle:
+        pymysql = next(line.strip() for line in handle if line.startswith("PyMySQL=="))
+    images = {}
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(os.path.join(LOCAL, "pacifica-entrypoint.sh"), context)
+        with open(os.path.join(context, "cpconfig.ini"), "w", encoding="utf-8") as handle:
+            handle.write(pacifica_services.CPCONFIG.format(folder="/tmp"))
+        for service in ("uniqueid", "archiveinterface", "metadata", "policy"):
+            packages = list(pacifica_services.PINS[service])
+            if service == "uniqueid":
+                packages.append(pymysql)  # its database is MariaDB here
+            images[service] = build(service, os.path.join(LOCAL, "Dockerfile.pacifica"),
+                                    context, python, SERVICE=service,
+                                    PACKAGES=" ".join(packages),
+                                    BUILD_PACKAGES=PACIFICA_BUILD_PACKAGES.get(service, ""))
     return images
 
 
@@ -224,10 +249,14 @@ def project_objects(kind: str, project: str, extra: list[str] | None = None) -> 
 class ComposeStack:
     """The project's compose files (plus the local override) running on podman."""
 
-    def __init__(self, extra_files: tuple[str, ...] = (), env: dict | None = None):
-        self.project = f"ingest{os.getpid()}"
+    def __init__(self, pacifica: bool = False, env: dict | None = None):
+        self.project = f"ingest{os.getpid()}{'pacifica' if pacifica else ''}"
         self.port = free_port()
-        self.files = ["docker-compose.yml", *extra_files, "docker/local/compose.yml"]
+        self.pacifica = pacifica
+        self.files = ["docker-compose.yml", "docker/local/compose.yml"]
+        if pacifica:
+            self.files[1:1] = ["docker-compose.pacifica.yml"]
+            self.files.append("docker/local/compose.pacifica.yml")
         self.env = {"INGEST_PORT": str(self.port), "INGEST_IMAGE_PREFIX": PREFIX,
                     **(env or {})}
         self.service: PodmanService | None = None
@@ -252,7 +281,7 @@ class ComposeStack:
         """Install and configure podman, build the images, bring the stack up healthy."""
         install_tools()
         configure_podman()
-        build_images()
+        build_images(self.pacifica)
         self.service = PodmanService()
         self.ticker = HealthTicker(self.project)
         self.ticker.start()
@@ -312,6 +341,11 @@ class ComposeStack:
         result = run(["podman", "logs", container], timeout=60)
         return result.stdout + result.stderr
 
+    def address(self, service: str) -> str:
+        """The address of a service's (first) container on the stack's network."""
+        networks = self.inspect(self.containers(service)[0])["NetworkSettings"]["Networks"]
+        return next(iter(networks.values()))["IPAddress"]
+
     def host_pid(self, container: str) -> int:
         """The host's pid of a container's first process."""
         return int(self.inspect(container)["State"]["Pid"])
@@ -342,15 +376,15 @@ class ComposeStack:
 
 
 def main(argv: list[str]) -> int:
-    """``images``: install and configure podman, build every image."""
+    """``images [--pacifica]``: install and configure podman, build every image."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if argv[:1] == ["images"]:
         install_tools()
         configure_podman()
-        for role, name in build_images().items():
+        for role, name in build_images(pacifica=argv[1:] == ["--pacifica"]).items():
             logger.info("%s: %s", role, name)
         return 0
-    logger.error("usage: compose_stack.py images")
+    logger.error("usage: compose_stack.py images [--pacifica]")
     return 64
 
 
