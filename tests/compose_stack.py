@@ -249,14 +249,16 @@ def project_objects(kind: str, project: str, extra: list[str] | None = None) -> 
 class ComposeStack:
     """The project's compose files (plus the local override) running on podman."""
 
-    def __init__(self, pacifica: bool = False, env: dict | None = None):
-        self.project = f"ingest{os.getpid()}{'pacifica' if pacifica else ''}"
+    def __init__(self, variant: str = "", env: dict | None = None):
+        """``variant``: "" for docker-compose.yml alone, "pacifica" or "redis" to add
+        docker-compose.<variant>.yml (and its local override)."""
+        self.project = f"ingest{os.getpid()}{variant}"
         self.port = free_port()
-        self.pacifica = pacifica
+        self.pacifica = variant == "pacifica"
         self.files = ["docker-compose.yml", "docker/local/compose.yml"]
-        if pacifica:
-            self.files[1:1] = ["docker-compose.pacifica.yml"]
-            self.files.append("docker/local/compose.pacifica.yml")
+        if variant:
+            self.files[1:1] = [f"docker-compose.{variant}.yml"]
+            self.files.append(f"docker/local/compose.{variant}.yml")
         self.env = {"INGEST_PORT": str(self.port), "INGEST_IMAGE_PREFIX": PREFIX,
                     **(env or {})}
         self.service: PodmanService | None = None

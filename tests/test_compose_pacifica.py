@@ -25,7 +25,7 @@ def stack():
     """The full Pacifica set, up once for the module."""
     if os.geteuid() != 0:
         pytest.skip("the compose tests run podman as root (and install it with apt-get)")
-    with ComposeStack(pacifica=True) as running:
+    with ComposeStack("pacifica") as running:
         yield running
 
 
