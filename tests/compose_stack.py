@@ -8,10 +8,11 @@ No Docker engine and no image registry here, so (as root):
   CAP_SYS_RESOURCE);
 - a Debian base image comes from debootstrap (cached by a hash of what goes in it), a Python
   base from it (``docker/local/Dockerfile.python``, the host's CA bundle for pip), the project's
-  images from the project's Dockerfiles (``--build-arg BASE_IMAGE``), MariaDB, RabbitMQ and
-  Redis from Debian's packages (``docker/local``);
+  images from the project's Dockerfiles (``--build-arg BASE_IMAGE``), MariaDB, RabbitMQ, Redis
+  and PostgreSQL from Debian's packages, the Pacifica services from PyPI (``docker/local``);
 - ``podman system service`` serves the API on a socket in a temporary folder and Debian's
-  docker-compose 1.29 runs docker-compose.yml plus ``docker/local/compose.yml`` against it.
+  docker-compose 1.29 runs docker-compose.yml (plus docker-compose.<variant>.yml) plus the
+  local overrides ``docker/local/compose*.yml`` against it.
 
 Podman runs healthchecks from systemd timers, and there is no systemd here: ``HealthTicker``
 runs ``podman healthcheck run`` on the stack's containers instead (same command, same retries).
@@ -25,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,8 +48,8 @@ CACHE = os.environ.get("INGEST_COMPOSE_CACHE", "/var/cache/pacifica-ingest-compo
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("INGEST_COMPOSE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap",
-         "docker-compose": "docker-compose", "iptables": "iptables"}
+# Each is the program and its Debian package; iptables: podman's networks need it.
+TOOLS = ("podman", "runc", "debootstrap", "docker-compose", "iptables")
 PODMAN_CONF = "/etc/containers/containers.conf.d/50-pacifica-ingest-compose.conf"
 # Image names: docker-compose.yml's ${INGEST_IMAGE_PREFIX}-frontend/-backend and the rest.
 PREFIX = "pacifica-ingest-test"
@@ -73,10 +75,9 @@ def run(command: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True
 
 
 def install_tools() -> None:
-    """Debian's podman, runc, debootstrap, docker-compose (and iptables, which podman's
-    networks need) when any is missing."""
-    missing = [package for tool, package in TOOLS.items() if shutil.which(tool) is None
-               and not os.path.exists(f"/usr/sbin/{tool}")]
+    """Debian's packages of TOOLS (and podman's network helpers) when any is missing."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [tool for tool in TOOLS if shutil.which(tool, path=path) is None]
     if missing:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         run(["apt-get", "update", "-qq"], env=env)
@@ -86,12 +87,12 @@ def install_tools() -> None:
 
 def configure_podman() -> None:
     """The two machine-wide settings, in a drop-in of their own (other settings untouched)."""
-    nofile = os.sysconf("SC_OPEN_MAX")
-    limit = min(1024, nofile)
+    nofile, nproc = (_at_most(1024, which) for which in (resource.RLIMIT_NOFILE,
+                                                          resource.RLIMIT_NPROC))
     wanted = (f"# Written by tests/compose_stack.py: crun refuses hybrid cgroups here, and\n"
               f"# raising limits above the current ones needs CAP_SYS_RESOURCE.\n"
-              f"[containers]\ndefault_ulimits = [\"nofile={limit}:{limit}\", "
-              f"\"nproc={limit}:{limit}\"]\n\n[engine]\nruntime = \"runc\"\n")
+              f"[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", "
+              f"\"nproc={nproc}:{nproc}\"]\n\n[engine]\nruntime = \"runc\"\n")
     try:
         with open(PODMAN_CONF, encoding="utf-8") as handle:
             if handle.read() == wanted:
@@ -101,6 +102,12 @@ def configure_podman() -> None:
     os.makedirs(os.path.dirname(PODMAN_CONF), exist_ok=True)
     with open(PODMAN_CONF, "w", encoding="utf-8") as handle:
         handle.write(wanted)
+
+
+def _at_most(value: int, which: int) -> int:
+    """``value``, or this process's soft limit ``which`` when that is lower."""
+    soft = resource.getrlimit(which)[0]
+    return value if soft == resource.RLIM_INFINITY else min(value, soft)
 
 
 def image_exists(name: str) -> bool:
@@ -249,7 +256,7 @@ def project_objects(kind: str, project: str, extra: list[str] | None = None) -> 
 class ComposeStack:
     """The project's compose files (plus the local override) running on podman."""
 
-    def __init__(self, variant: str = "", env: dict | None = None):
+    def __init__(self, variant: str = ""):
         """``variant``: "" for docker-compose.yml alone, "pacifica" or "redis" to add
         docker-compose.<variant>.yml (and its local override)."""
         self.project = f"ingest{os.getpid()}{variant}"
@@ -259,8 +266,7 @@ class ComposeStack:
         if variant:
             self.files[1:1] = [f"docker-compose.{variant}.yml"]
             self.files.append(f"docker/local/compose.{variant}.yml")
-        self.env = {"INGEST_PORT": str(self.port), "INGEST_IMAGE_PREFIX": PREFIX,
-                    **(env or {})}
+        self.env = {"INGEST_PORT": str(self.port), "INGEST_IMAGE_PREFIX": PREFIX}
         self.service: PodmanService | None = None
         self.ticker: HealthTicker | None = None
 
@@ -313,7 +319,7 @@ class ComposeStack:
         state = self.inspect(container)["State"]
         if state.get("Status") != "running":
             return state.get("Status", "unknown")
-        return (state.get("Health") or state.get("Healthcheck") or {}).get("Status") or "running"
+        return (state.get("Health") or {}).get("Status") or "running"
 
     def wait_healthy(self, timeout: float = 300) -> None:
         """Every container running and, when it has a healthcheck, healthy; and the frontend

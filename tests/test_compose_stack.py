@@ -31,9 +31,12 @@ def stack():
         yield running
 
 
-def send(stack, method: str, path: str, **options) -> requests.Response:
-    """Every request the tests make to the stack's frontend (credentials go here)."""
-    return requests.request(method, stack.url + path, timeout=JOB_TIMEOUT, **options)
+def send(stack, method: str, path: str, headers: dict | None = None,
+         **options) -> requests.Response:
+    """Every request the compose tests make to a stack's frontend: the one place for the
+    credentials (an ``Authorization: Bearer`` token once the stack requires a user)."""
+    return requests.request(method, stack.url + path, headers=dict(headers or {}),
+                            timeout=JOB_TIMEOUT, **options)
 
 
 def upload(stack, body) -> int:
