@@ -253,6 +253,9 @@ def project_objects(kind: str, project: str, extra: list[str] | None = None) -> 
     return [line for line in output.split() if line]
 
 
+TOKEN_USER = "root"  # the user the requests acted as before require_user (Policy sees it)
+
+
 class ComposeStack:
     """The project's compose files (plus the local override) running on podman."""
 
@@ -269,6 +272,7 @@ class ComposeStack:
         self.env = {"INGEST_PORT": str(self.port), "INGEST_IMAGE_PREFIX": PREFIX}
         self.service: PodmanService | None = None
         self.ticker: HealthTicker | None = None
+        self.token = ""  # docker-compose.yml requires a user: the tests send this API token
 
     @property
     def url(self) -> str:
@@ -295,10 +299,17 @@ class ComposeStack:
         self.ticker.start()
         try:
             self.up()
+            self.token = self.create_token(TOKEN_USER)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def create_token(self, user: str) -> str:
+        """An API token made inside the frontend container, as an operator does."""
+        made = self.compose("exec", "-T", "frontend", "pacifica-ingest-cmd", "token", "create",
+                            "--user", user)
+        return made.stdout.strip().splitlines()[-1]
 
     def up(self, *args: str) -> None:
         """``docker-compose up -d`` (images already built), then wait until all is healthy."""

@@ -35,8 +35,8 @@ def send(stack, method: str, path: str, headers: dict | None = None,
          **options) -> requests.Response:
     """Every request the compose tests make to a stack's frontend: the one place for the
     credentials (an ``Authorization: Bearer`` token once the stack requires a user)."""
-    return requests.request(method, stack.url + path, headers=dict(headers or {}),
-                            timeout=JOB_TIMEOUT, **options)
+    return requests.request(method, stack.url + path, timeout=JOB_TIMEOUT, **options,
+                            headers={"Authorization": f"Bearer {stack.token}", **(headers or {})})
 
 
 def upload(stack, body) -> int:
