@@ -1,11 +1,12 @@
 """recovery's view of processes on this host (in-process)."""
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import time
 
-from pacifica.ingest.recovery import pid_alive
+from pacifica.ingest.recovery import owner_process_alive, pid_alive
 
 
 def _state(pid: int) -> str:
@@ -26,3 +27,18 @@ def test_a_zombie_is_not_alive():
         child.wait(timeout=10)
     assert not pid_alive(child.pid)
     assert pid_alive(os.getpid())
+
+
+def test_a_pid_taken_by_a_later_process_is_not_the_owner():
+    """In a restarted container the new processes get the old small pids: a process that
+    started after the job's last update cannot be the process that ran it."""
+    child = subprocess.Popen(["sleep", "30"])  # pylint: disable=consider-using-with
+    try:
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        assert owner_process_alive(child.pid, now)
+        assert not owner_process_alive(child.pid, now - datetime.timedelta(seconds=60))
+        assert owner_process_alive(os.getpid(), now - datetime.timedelta(seconds=1))
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert not owner_process_alive(child.pid, now)

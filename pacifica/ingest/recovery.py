@@ -61,6 +61,34 @@ def pid_alive(pid: int) -> bool:
         return True  # no /proc to ask: the pid exists
 
 
+START_SLACK = 2.0  # seconds: job times are whole seconds, process start times are ticks
+
+
+def process_started(pid: int) -> float | None:
+    """When a process of this host started (epoch seconds), or None if /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def owner_process_alive(pid: int, updated) -> bool:
+    """Whether the owner process of a job last updated at ``updated`` still runs here.
+
+    A pid can be reused, notably in a restarted container, where the new processes get the
+    same small pids: a process that started after the job's last update is not its owner."""
+    if not pid_alive(pid):
+        return False
+    started = process_started(pid)
+    if started is None or not isinstance(updated, datetime.datetime):
+        return True
+    return started <= updated.replace(tzinfo=datetime.timezone.utc).timestamp() + START_SLACK
+
+
 def _host_and_pid(owner: str) -> tuple[str, int | None]:
     host, _, pid = (owner or "").rpartition(":")
     return (host, int(pid)) if host and pid.isdigit() else ("", None)
@@ -72,14 +100,15 @@ def owner_alive(owner: str, updated: datetime.datetime, stale_after: float) -> b
     if pid is None:
         return False
     if host == HOST:
-        return pid_alive(pid)
+        return owner_process_alive(pid, updated)
     return not is_stale(updated, stale_after)
 
 
-def owner_dead_here(owner: str) -> bool:
-    """True when ``owner`` names a process of this host that no longer exists."""
+def owner_dead_here(owner: str, updated) -> bool:
+    """True when ``owner`` names a process of this host that no longer runs (or whose pid a
+    later process has taken)."""
     host, pid = _host_and_pid(owner)
-    return host == HOST and pid is not None and not pid_alive(pid)
+    return host == HOST and pid is not None and not owner_process_alive(pid, updated)
 
 
 def cutoff(seconds: float) -> datetime.datetime:
@@ -240,7 +269,7 @@ def lost_jobs(stale_after: float) -> list[Job]:
     ``stale_after`` seconds without progress."""
     candidates = Job.select().where(_running() & (Job.queue_state == jobs.QUEUED) & (
         Job.owner.startswith(f"{HOST}:") | (Job.updated < cutoff(stale_after))))
-    return [job for job in candidates if owner_dead_here(job.owner)
+    return [job for job in candidates if owner_dead_here(job.owner, job.updated)
             or (is_stale(job.updated, stale_after)
                 and not owner_alive(job.owner, job.updated, stale_after))]
 
@@ -264,7 +293,7 @@ def requeue_lost_jobs(enqueue, stale_after: float) -> list[int]:
     """Queue again every lost job; return their ids."""
     requeued = []
     for job in lost_jobs(stale_after):
-        dead_here = owner_dead_here(job.owner)
+        dead_here = owner_dead_here(job.owner, job.updated)
         if requeue(job.job_id, enqueue, only_if_owner=job.owner,
                    only_if_queued_before=None if dead_here else cutoff(stale_after)):
             logger.warning("job %s: %s; queued again", job.job_id,
