@@ -127,7 +127,7 @@ def test_scaled_workers_complete_each_of_30_concurrent_bundles_once(stack):
     assert len(set(job_ids)) == 30
     for job_id, files in zip(job_ids, bundles):
         assert archived(stack, job_id) == files
-    attempts = {job["job_id"]: job["attempts"] for job in admin(stack, "jobs")}
+    attempts = {job["job_id"]: job["attempts"] for job in admin(stack, "jobs", "--json")}
     assert all(attempts[job_id] == 1 for job_id in job_ids), attempts
     took = [container for container in stack.containers("backend")
             if "] received" in stack.logs(container)]
@@ -148,7 +148,7 @@ def test_job_completes_across_a_backend_restart(stack):
     stack.compose("restart", "--timeout", "5", "backend")
     done = wait(stack, job_id)
     assert done["state"] == "OK" and done["complete"], done
-    (job,) = [job for job in admin(stack, "jobs") if job["job_id"] == job_id]
+    (job,) = [job for job in admin(stack, "jobs", "--json") if job["job_id"] == job_id]
     assert job["attempts"] == 2, "the restart did not cut the job"
     reply = send(stack, "GET", "/get_files", params={"job_id": job_id})
     (entry,) = reply.json()["files"]
