@@ -1,6 +1,7 @@
 """Idempotency-Key on real processes: a retried submission never becomes a second ingest."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -8,10 +9,12 @@ import sqlite3
 import threading
 import time
 
+import pymysql
 import pytest
 
 from factories import make_bundle
 from faults import admin_jobs, wait_until
+from harness import MARIADB
 from pacifica.ingest import db
 from pacifica.ingest.config import DatabaseSettings
 from pacifica.ingest.idempotency import IdempotencyKey
@@ -97,6 +100,28 @@ def test_after_the_ttl_the_key_makes_a_new_job(make_stack):
     assert stack.wait(second)["state"] == "OK"
 
 
+@contextlib.contextmanager
+def job_table_held(stack):
+    """Hold a write lock on the job table (SQLite or MariaDB) while the block runs."""
+    if stack.database.kind == "sqlite":
+        connection = sqlite3.connect(stack.database.url.split(":///", 1)[1], timeout=30,
+                                     isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+        release = "ROLLBACK"
+    else:
+        connection = pymysql.connect(**MARIADB, database=stack.database.name, autocommit=True)
+        connection.cursor().execute("LOCK TABLES ingest_jobs WRITE")
+        release = "UNLOCK TABLES"
+    try:
+        yield
+    finally:
+        if stack.database.kind == "sqlite":
+            connection.execute(release)
+        else:
+            connection.cursor().execute(release)
+        connection.close()
+
+
 def test_frontend_killed_after_the_body_landed_the_retry_gets_the_job(make_stack):
     """The body is on the volume, the frontend dies before answering: recovery queues the job
     (it is not failed as interrupted) and the client's retry with its key gets it, once."""
@@ -105,20 +130,16 @@ def test_frontend_killed_after_the_body_landed_the_retry_gets_the_job(make_stack
     head = (f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
             f"Content-Length: {len(body)}\r\nIdempotency-Key: crash-key\r\n\r\n").encode()
     client = socket.create_connection(("127.0.0.1", stack.port), timeout=30)
-    database = sqlite3.connect(stack.database.url.split(":///", 1)[1], timeout=30,
-                               isolation_level=None)
     try:
         client.sendall(head + body[:-1000])
         wait_until(lambda: any(name.endswith(".tar.part") for name in stack.volume_files()), 30,
                    "the body to start landing")
-        database.execute("BEGIN EXCLUSIVE")  # the frontend's bookkeeping after the body waits
-        client.sendall(body[-1000:])
-        wait_until(lambda: any(name.endswith(".tar") for name in stack.volume_files()), 30,
-                   "the whole body to land")
-        stack.kill(stack.frontend, signal.SIGKILL)
+        with job_table_held(stack):  # the frontend's bookkeeping after the body waits
+            client.sendall(body[-1000:])
+            wait_until(lambda: any(name.endswith(".tar") for name in stack.volume_files()), 30,
+                       "the whole body to land")
+            stack.kill(stack.frontend, signal.SIGKILL)
     finally:
-        database.execute("ROLLBACK") if database.in_transaction else None
-        database.close()
         client.close()
     stack.start_frontend()  # its start-up sweep finds the dead frontend's job
     retry = post(stack, body, "crash-key")

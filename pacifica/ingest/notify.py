@@ -95,10 +95,12 @@ def record(job_id: int, urls: list[str], receipt_sha256: str | None) -> list[str
     created = []
     for url in urls:
         delivery_id = str(uuid.uuid4())
-        inserted = retrying(Delivery.insert(delivery_id=delivery_id, job_id=job_id, url=url,
-                                            body=_body(job, delivery_id, receipt_sha256))
-                            .on_conflict_ignore().execute)
-        if inserted and Delivery.get_or_none(Delivery.delivery_id == delivery_id):
+        retrying(Delivery.insert(delivery_id=delivery_id, job_id=job_id, url=url,
+                                 body=_body(job, delivery_id, receipt_sha256))
+                 .on_conflict_ignore().execute)
+        # ignored when the job already has a delivery to this URL (a redelivered job); MySQL
+        # reports no row id for a text key either way, so ask whether ours is there
+        if Delivery.get_or_none(Delivery.delivery_id == delivery_id):
             created.append(delivery_id)
     waiting = Delivery.select().where((Delivery.job_id == job_id) & (Delivery.state == WAITING))
     for row in waiting:
