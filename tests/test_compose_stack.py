@@ -130,7 +130,7 @@ def test_scaled_workers_complete_each_of_30_concurrent_bundles_once(stack):
     attempts = {job["job_id"]: job["attempts"] for job in admin(stack, "jobs", "--json")}
     assert all(attempts[job_id] == 1 for job_id in job_ids), attempts
     took = [container for container in stack.containers("backend")
-            if "] received" in stack.logs(container)]
+            if " started attempt 1" in stack.logs(container)]
     assert len(took) > 1, "one worker took every job"
 
 
@@ -144,8 +144,8 @@ def test_job_completes_across_a_backend_restart(stack):
         assert time.monotonic() < deadline, current
         time.sleep(0.2)
         current = state(stack, job_id)
-    # SIGTERM, then SIGKILL after 5 s: the running ingest is cut.
-    stack.compose("restart", "--timeout", "5", "backend")
+    # SIGKILL at once: the running ingest is cut (a warm stop could let it finish first).
+    stack.compose("restart", "--timeout", "0", "backend")
     done = wait(stack, job_id)
     assert done["state"] == "OK" and done["complete"], done
     (job,) = [job for job in admin(stack, "jobs", "--json") if job["job_id"] == job_id]
