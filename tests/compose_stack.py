@@ -386,6 +386,15 @@ class ComposeStack:
                     run(["podman", kind, "rm", "-f", name], check=False, timeout=120)
             if self.service is not None:
                 self.service.stop()
+            self._end_monitors()
+
+    def _end_monitors(self) -> None:
+        """podman's per-container and per-exec monitors (conmon) of this project linger for an
+        exit delay after their container is gone: end them with it."""
+        marker = f" -n {self.project}_"
+        leftovers = [pid for pid in processes.descendants()
+                     if marker in processes.command_line(pid)]
+        processes.kill_all(leftovers)
 
     def __enter__(self) -> "ComposeStack":
         return self.start()
