@@ -65,6 +65,16 @@ def _status(pid: int) -> tuple[int, str] | None:
     return int(fields[1]), fields[0]
 
 
+def children(pid: int) -> list[int]:
+    """Live direct children of a process."""
+    found = []
+    for name in os.listdir("/proc"):
+        status = _status(int(name)) if name.isdigit() else None
+        if status and status[0] == pid and status[1] != "Z":
+            found.append(int(name))
+    return found
+
+
 def descendants(root: int | None = None) -> list[int]:
     """Live (not zombie) descendants of ``root`` (default: this process)."""
     root = os.getpid() if root is None else root

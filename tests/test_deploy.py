@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import processes
 from factories import make_bundle, zero_file_bundle
 from harness import Stack
 from images import ROOT, healthcheck_command, image_command
@@ -73,24 +74,9 @@ def peak_memory(pid: int) -> int:
     raise AssertionError(f"no VmHWM for {pid}")
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of a process."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def test_gunicorn_streams_uploads_without_buffering(gunicorn_stack):
     size = 128 * 1024 * 1024
-    workers = children(gunicorn_stack.frontend.pid)
+    workers = processes.children(gunicorn_stack.frontend.pid)
     assert workers, "gunicorn has no worker processes"
     before = {pid: peak_memory(pid) for pid in workers}
     state = gunicorn_stack.upload(zero_file_bundle(size))

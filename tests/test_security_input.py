@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import re
 import tarfile
 import threading
@@ -16,6 +15,7 @@ import time
 
 import pytest
 
+import processes
 from factories import (TRANSACTION, BundleSpec, file_entry, make_bundle, pax_header, pax_record,
                        raw_header)
 from faults import wait_until
@@ -42,21 +42,6 @@ def secured(tmp_path_factory):
     running.stop()
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def _memory_mb(pid: int) -> int:
     """The larger of a process's resident and peak resident size (VmRSS, VmHWM), in MB."""
     try:
@@ -80,7 +65,7 @@ class PeakRss:
     def _sample(self) -> None:
         while True:
             for parent in self.parents:
-                for child in _children(parent):
+                for child in processes.children(parent):
                     self.peak_mb = max(self.peak_mb, _memory_mb(child))
             if self._stop.wait(0.05):
                 return
@@ -258,7 +243,8 @@ def test_a_pool_process_past_max_memory_per_child_is_replaced(make_stack):
     1 Mb) is replaced after its job, so no job can leave a worker bloated."""
     stack = make_stack(concurrency=1,
                        extra_env={"INGEST_CELERY_MAX_MEMORY_PER_CHILD": "1 Mb"}).start()
-    before = wait_until(lambda: _children(stack.workers[0].pid), 60, "the pool process")
+    before = wait_until(lambda: processes.children(stack.workers[0].pid), 60,
+                        "the pool process")
     assert stack.ingest(good_tar())["state"] == "OK"
-    wait_until(lambda: (now := _children(stack.workers[0].pid)) and now != before, 60,
+    wait_until(lambda: (now := processes.children(stack.workers[0].pid)) and now != before, 60,
                "the pool process to be replaced")

@@ -17,9 +17,10 @@ import time
 import pytest
 import requests
 
+import processes
 from factories import make_bundle
 from images import image_command
-from test_deploy import children, peak_memory
+from test_deploy import peak_memory
 
 pytestmark = pytest.mark.e2e
 
@@ -272,7 +273,7 @@ def test_tus_patch_takes_an_upload_slot(make_stack):
 @pytest.mark.parametrize("gunicorn", [False, True], ids=["cherrypy", "gunicorn"])
 def test_one_huge_chunk_is_read_in_bounded_pieces(make_stack, gunicorn):
     stack = start(make_stack, gunicorn)
-    pids = children(stack.frontend.pid) if gunicorn else [stack.frontend.pid]
+    pids = processes.children(stack.frontend.pid) if gunicorn else [stack.frontend.pid]
     before = {pid: peak_memory(pid) for pid in pids}
     size = 200 * 1024 * 1024
     piece = b"\0" * (1024 * 1024)
