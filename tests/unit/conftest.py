@@ -1,0 +1,141 @@
+"""In-process fixtures: a temp SQLite database made by dbsync, a temp volume and local archive,
+an enqueue that records job ids, and the worker side run on those jobs in this process.
+
+Nothing here starts a process, a server or a broker; every test gets fresh folders.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pacifica.ingest import config, db, jobs, schema, worker
+from pacifica.ingest.queue import TASK_FOR_KIND
+from pacifica.ingest.web.app import create_app
+
+from .wsgi_client import WsgiClient
+
+
+class Recorder:
+    """The enqueue callable the frontend is given: records (job id, kind) in order."""
+
+    def __init__(self):
+        self.jobs: list[tuple[int, str]] = []
+
+    def __call__(self, job_id: int, kind: str) -> None:
+        self.jobs.append((job_id, kind))
+
+    @property
+    def ids(self) -> list[int]:
+        """The job ids recorded so far."""
+        return [job_id for job_id, _ in self.jobs]
+
+
+def unit_settings(base, **overrides) -> config.Settings:
+    """Settings of one test: everything under ``base``, SQLite, kombu's in-memory broker.
+
+    ``overrides`` are ``INGEST_<SECTION>_<KEY>`` names without the prefix, e.g.
+    ``AUTH_ADMINS="boss"``."""
+    environ = {
+        "INGEST_INGEST_VOLUME_PATH": os.path.join(base, "volume"),
+        "INGEST_ARCHIVEINTERFACE_LOCAL_PATH": os.path.join(base, "archive"),
+        "INGEST_ARCHIVEINTERFACE_FSYNC": "false",
+        "INGEST_DATABASE_PEEWEE_URL": f"sqlite:///{os.path.join(base, 'ingest.sqlite3')}",
+        "INGEST_DATABASE_CONNECT_ATTEMPTS": "1",
+        "INGEST_CELERY_BROKER_URL": "memory://",
+        "INGEST_CELERY_QUEUE_PATH": os.path.join(base, "queue"),
+        "INGEST_INGEST_MIN_FREE_SPACE": "0",
+    }
+    environ.update({f"INGEST_{name}": str(value) for name, value in overrides.items()})
+    return config.load(environ=environ)
+
+
+@pytest.fixture
+def settings(tmp_path) -> config.Settings:
+    """This test's settings (see ``unit_settings``)."""
+    return unit_settings(str(tmp_path))
+
+
+@pytest.fixture
+def database(settings):
+    """The test's SQLite database, its schema made by dbsync's own code."""
+    db.bind(settings.database)
+    schema.sync()
+    yield db.database_proxy
+    db.database_proxy.close()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """What the frontend handed to the broker."""
+    return Recorder()
+
+
+@pytest.fixture
+def app(settings, database, recorder):  # pylint: disable=redefined-outer-name,unused-argument
+    """The frontend's WSGI application as servers host it (get_state middleware included)."""
+    return create_app(settings, enqueue=recorder)
+
+
+@pytest.fixture
+def client(app) -> WsgiClient:  # pylint: disable=redefined-outer-name
+    """Requests to ``app``, from a loopback peer (a trusted proxy by default)."""
+    return WsgiClient(app)
+
+
+@pytest.fixture
+def run_recorded(recorder, run_job):  # pylint: disable=redefined-outer-name
+    """Run the worker side, in this process, on every job recorded and not yet run; returns
+    their ids."""
+    done = set()
+
+    def run() -> list[int]:
+        ran = [(job_id, kind) for job_id, kind in recorder.jobs if job_id not in done]
+        for job_id, kind in ran:
+            done.add(job_id)
+            run_job(job_id, kind)
+        return [job_id for job_id, _ in ran]
+
+    return run
+
+
+@pytest.fixture
+def landed(settings, database):  # pylint: disable=redefined-outer-name,unused-argument
+    """Put a bundle on the volume with its job row as the frontend leaves it: whole, queued.
+
+    ``landed(body, user="root")`` returns the job id (1, 2, ... per test)."""
+    made = []
+
+    def land(body: bytes, user: str = "root") -> int:
+        job_id = len(made) + 1
+        path = os.path.join(settings.ingest.volume_path, f"{job_id}.tar")
+        os.makedirs(settings.ingest.volume_path, exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(body)
+        jobs.create(job_id, user, path=path, bytes_expected=len(body))
+        jobs.set_fields(job_id, bytes_received=len(body), task_percent=100.0,
+                        queue_state=jobs.QUEUED)
+        made.append(job_id)
+        return job_id
+
+    return land
+
+
+@pytest.fixture
+def run_job(settings, database):  # pylint: disable=redefined-outer-name,unused-argument
+    """Run the worker side of one job in this process, as its Celery task does:
+    ``run_job(job_id, kind="upload")`` returns the job's row afterwards."""
+    deps = worker.build_deps(settings)
+
+    def run(job_id: int, kind: str = jobs.KIND_UPLOAD) -> jobs.Job:
+        worker.run_job(job_id, TASK_FOR_KIND[kind], lambda: deps)
+        return jobs.get(job_id)
+
+    return run
+
+
+def archive_listing(settings: config.Settings) -> list[str]:
+    """Every file under the local archive, relative to it."""
+    root = settings.archive.local_path
+    return sorted(os.path.relpath(os.path.join(folder, name), root)
+                  for folder, _, names in os.walk(root) for name in names)
