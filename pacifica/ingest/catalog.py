@@ -112,9 +112,14 @@ def _check_widths(transaction: dict, pairs: list[dict], files: list[dict]) -> No
               lambda name, key=_short(pair["key"]): f"TransactionKeyValue.{name} of {key!r}")
     for row in files:
         check(ArchivedFile, row,
-              lambda name, path=_short(f"{row['subdir']}/{row['name']}"): f"Files.{name} of {path}")
+              lambda name, path=_short(_path_of(row)): f"Files.{name} of {path}")
     if problems:
         raise MetadataSinkError("the metadata does not fit the catalog's columns:", problems)
+
+
+def _path_of(row: dict) -> str:
+    """A file's path beneath data/ (a file at the top has an empty subdir)."""
+    return f"{row['subdir']}/{row['name']}" if row["subdir"] else row["name"]
 
 
 def _short(text: str, most: int = 80) -> str:

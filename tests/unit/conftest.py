@@ -6,6 +6,7 @@ Nothing here starts a process, a server or a broker; every test gets fresh folde
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
@@ -42,7 +43,8 @@ def unit_settings(base, **overrides) -> config.Settings:
         "INGEST_ARCHIVEINTERFACE_FSYNC": "false",
         "INGEST_DATABASE_PEEWEE_URL": f"sqlite:///{os.path.join(base, 'ingest.sqlite3')}",
         "INGEST_DATABASE_CONNECT_ATTEMPTS": "1",
-        "INGEST_CELERY_BROKER_URL": "memory://",
+        "INGEST_CELERY_BROKER_URL": "memory://",  # process-wide: a queue of its own per test
+        "INGEST_CELERY_QUEUE_NAME": f"ingest-{uuid.uuid4().hex[:12]}",
         "INGEST_CELERY_QUEUE_PATH": os.path.join(base, "queue"),
         "INGEST_INGEST_MIN_FREE_SPACE": "0",
     }

@@ -110,6 +110,10 @@ MORE_CASES = {
     "member beside data/ climbing out": (
         make_bundle(GOOD, extras=[member("data/a/../../../x", b"x")]), "open tar",
         "contains '..'"),
+    "a value too wide for the catalog": (
+        make_bundle({**GOOD, "x.txt": b"x"}, metadata=with_entry("x.txt", b"x",
+                                                                 mimetype="m" * 300)),
+        "ingest metadata", "Files.mimetype of x.txt: 300 characters, at most 255"),
     "policy: no instrument": (
         make_bundle(GOOD, metadata=[entry for entry in TRANSACTION
                                     if entry["destinationTable"] != "Transactions.instrument"]
