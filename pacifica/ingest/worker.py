@@ -161,7 +161,11 @@ def _run_through_outages(job_id: int, task_name: str, deps: Deps,
 
 
 def install(app: Celery, settings: Settings) -> None:
-    """Register the tasks and the per-process hooks on a Celery app."""
+    """Register the tasks and the per-process hooks on a Celery app.
+
+    The tasks belong to ``app`` alone (``shared=False``): shared, as Celery's default makes
+    them, every Celery app made later in the process would get this call's tasks and their
+    settings, and a later ``install`` on another app would be ignored."""
     state: dict = {}
 
     def deps() -> Deps:
@@ -170,7 +174,7 @@ def install(app: Celery, settings: Settings) -> None:
         return state["deps"]
 
     @app.task(name=TASK_NOTIFY, bind=True, acks_late=True, reject_on_worker_lost=True,
-              max_retries=None)
+              max_retries=None, shared=False)
     def deliver(task, delivery_id: str) -> None:
         """POST one webhook; retried with backoff for [notify] retry_for seconds."""
         done, age = notify.attempt(delivery_id, settings.notify.secret, settings.notify.timeout)
@@ -190,12 +194,12 @@ def install(app: Celery, settings: Settings) -> None:
 
     on_end = notify_end if settings.notify.urls or settings.notify.allow_client_urls else None
 
-    @app.task(name=TASK_INGEST, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=TASK_INGEST, acks_late=True, reject_on_worker_lost=True, shared=False)
     def ingest(job_id: int) -> None:
         """Ingest an uploaded bundle."""
         run_job(int(job_id), TASK_INGEST, deps, settings.ingest.stale_after, on_end)
 
-    @app.task(name=TASK_MOVE, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=TASK_MOVE, acks_late=True, reject_on_worker_lost=True, shared=False)
     def move(job_id: int) -> None:
         """Ingest files already on the archive."""
         run_job(int(job_id), TASK_MOVE, deps, settings.ingest.stale_after, on_end)

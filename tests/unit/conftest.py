@@ -6,8 +6,10 @@ Nothing here starts a process, a server or a broker; every test gets fresh folde
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
+import kombu
 import pytest
 
 from pacifica.ingest import config, db, jobs, schema, worker
@@ -53,9 +55,16 @@ def unit_settings(base, **overrides) -> config.Settings:
 
 
 @pytest.fixture
-def settings(tmp_path) -> config.Settings:
+def setting_overrides() -> dict:
+    """Settings a test changes; override with
+    ``@pytest.mark.parametrize("setting_overrides", [{"AUTH_ADMINS": "boss"}])``."""
+    return {}
+
+
+@pytest.fixture
+def settings(tmp_path, setting_overrides) -> config.Settings:  # pylint: disable=redefined-outer-name
     """This test's settings (see ``unit_settings``)."""
-    return unit_settings(str(tmp_path))
+    return unit_settings(str(tmp_path), **setting_overrides)
 
 
 @pytest.fixture
@@ -141,3 +150,28 @@ def archive_listing(settings: config.Settings) -> list[str]:
     root = settings.archive.local_path
     return sorted(os.path.relpath(os.path.join(folder, name), root)
                   for folder, _, names in os.walk(root) for name in names)
+
+
+def dead_owner_here() -> str:
+    """A job owner naming a process of this host that cannot exist (a pid above pid_max)."""
+    with open("/proc/sys/kernel/pid_max", encoding="ascii") as handle:
+        return f"{socket.gethostname()}:{int(handle.read()) + 1}"
+
+
+def live_owner_here() -> str:
+    """A job owner naming a process of this host that runs and started before any job (init)."""
+    return f"{socket.gethostname()}:1"
+
+
+def take_messages(settings: config.Settings) -> list[kombu.Message]:
+    """Every message waiting on the settings' queue, acknowledged (real kombu, in memory)."""
+    taken = []
+    with kombu.Connection(settings.celery.broker_url) as connection:
+        with connection.SimpleQueue(settings.celery.queue_name) as waiting:
+            while True:
+                try:
+                    message = waiting.get(block=False)
+                except waiting.Empty:
+                    return taken
+                message.ack()
+                taken.append(message)

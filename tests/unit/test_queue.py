@@ -2,24 +2,11 @@
 exactly once."""
 from __future__ import annotations
 
-import kombu
 import pytest
 
 from pacifica.ingest import jobs, queue
 
-
-def take_messages(settings) -> list[kombu.Message]:
-    """Every message waiting on the settings' queue, acknowledged (real kombu, in memory)."""
-    taken = []
-    with kombu.Connection(settings.celery.broker_url) as connection:
-        with connection.SimpleQueue(settings.celery.queue_name) as waiting:
-            while True:
-                try:
-                    message = waiting.get(block=False)
-                except waiting.Empty:
-                    return taken
-                message.ack()
-                taken.append(message)
+from .conftest import take_messages
 
 
 def waiting_job(job_id: int, kind: str = jobs.KIND_UPLOAD) -> None:

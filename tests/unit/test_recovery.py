@@ -3,19 +3,14 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 
 import pytest
 
 from pacifica.ingest import idempotency, jobs, recovery
 
+from .conftest import dead_owner_here, live_owner_here
+
 HOUR = datetime.timedelta(hours=1)
-
-
-def dead_owner_here() -> str:
-    """An owner naming a process of this host that cannot exist (a pid above pid_max)."""
-    with open("/proc/sys/kernel/pid_max", encoding="ascii") as handle:
-        return f"{socket.gethostname()}:{int(handle.read()) + 1}"
 
 
 def quiet_for(job_id: int, delta: datetime.timedelta) -> None:
@@ -59,8 +54,7 @@ def test_a_frontend_on_another_host_counts_as_dead_only_after_stale_after(
 
 
 def test_an_upload_whose_frontend_lives_is_left_alone(settings, database, recorder):
-    part = receiving(settings, 1, expected=1000, owner=f"{socket.gethostname()}:1",
-                     volume_bytes=10)  # pid 1 runs, and started before the job
+    part = receiving(settings, 1, expected=1000, owner=live_owner_here(), volume_bytes=10)
     assert recovery.sweep(recorder, settings.ingest)["failed_uploads"] == []
     assert jobs.get(1).state == "OK" and os.path.exists(part)
 

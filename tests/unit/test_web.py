@@ -10,7 +10,6 @@ from factories import make_bundle
 from pacifica.ingest import db, jobs
 from rejections import GOOD
 
-from .conftest import unit_settings
 from .wsgi_client import WsgiClient
 
 TAR = "application/octet-stream"
@@ -125,20 +124,12 @@ def test_the_owner_sees_the_job_state(client):
                                 "updated", "created", "exception"}
 
 
-def test_an_admin_sees_every_job(tmp_path, recorder):
-    settings = unit_settings(str(tmp_path), AUTH_ADMINS="boss")
-    from pacifica.ingest import schema  # pylint: disable=import-outside-toplevel
-    from pacifica.ingest.web.app import create_app  # pylint: disable=import-outside-toplevel
-    db.bind(settings.database)
-    schema.sync()
-    try:
-        client = WsgiClient(create_app(settings, enqueue=recorder))
-        job_id = upload(client, user="alice")["job_id"]
-        for path in ("/get_state", "/get_files"):
-            assert client.get(f"{path}?job_id={job_id}", headers={USER: "boss"}).status == 200
-            assert client.get(f"{path}?job_id={job_id}", headers={USER: "eve"}).status == 404
-    finally:
-        db.database_proxy.close()
+@pytest.mark.parametrize("setting_overrides", [{"AUTH_ADMINS": "boss"}])
+def test_an_admin_sees_every_job(client):
+    job_id = upload(client, user="alice")["job_id"]
+    for path in ("/get_state", "/get_files"):
+        assert client.get(f"{path}?job_id={job_id}", headers={USER: "boss"}).status == 200
+        assert client.get(f"{path}?job_id={job_id}", headers={USER: "eve"}).status == 404
 
 
 def test_the_identity_header_from_an_untrusted_peer_is_refused(app):
