@@ -3,11 +3,12 @@ answered by its middleware), driven in-process: routes, identity, errors."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from factories import make_bundle
-from pacifica.ingest import db, jobs
+from pacifica.ingest import auth, db, heartbeats, jobs
 from rejections import GOOD
 
 from .wsgi_client import WsgiClient
@@ -182,3 +183,67 @@ def test_an_internal_error_is_a_500_without_traceback(client, path):
     corrupt(job_id)
     body = assert_error(client.get(f"{path}?job_id={job_id}"), 500)
     assert "garbage" not in json.dumps(body) and "ValueError" not in json.dumps(body)
+
+
+def test_a_body_cut_short_fails_its_job_and_leaves_nothing_on_the_volume(settings, client,
+                                                                         recorder):
+    answer = client.post("/upload", b"x" * 100, content_type=TAR,
+                         headers={"Content-Length": "5000"})
+    assert_error(answer, 400, "interrupted: 100 bytes of 5000 arrived")
+    state = client.get("/get_state?job_id=1").json()
+    assert (state["state"], state["task"], state["complete"]) == ("FAILED", "UPLOADING", True)
+    assert recorder.jobs == []
+    assert not any(name.startswith("1.") for name in os.listdir(settings.ingest.volume_path))
+
+
+@pytest.mark.parametrize("setting_overrides", [{"INGEST_MAX_BUNDLE_SIZE": "1 Kb"}])
+def test_a_bundle_over_the_size_cap_is_413_before_any_job(client, recorder):
+    assert_error(client.post("/upload", make_bundle(GOOD), content_type=TAR), 413,
+                 "over the 1024-byte limit")
+    assert recorder.jobs == [] and client.get("/get_state?job_id=1").status == 404
+
+
+def test_move_is_403_while_no_roots_are_set(client, recorder):
+    answer = client.post("/move", b"[]", content_type="application/json")
+    assert_error(answer, 403, "allowed_roots")
+    assert recorder.jobs == []
+
+
+def test_the_same_idempotency_key_answers_the_same_job(client, recorder):
+    key = {"Idempotency-Key": "run-7"}
+    first = client.post("/upload", make_bundle(GOOD), content_type=TAR, headers=key).json()
+    again = client.post("/upload", make_bundle(GOOD), content_type=TAR, headers=key).json()
+    assert again["job_id"] == first["job_id"]
+    assert recorder.jobs == [(first["job_id"], "upload")]
+    other = client.post("/upload", make_bundle({"else.bin": bytes(20000)}), content_type=TAR,
+                        headers=key)  # another length: another body
+    assert_error(other, 422, "already used for another request")
+    assert recorder.jobs == [(first["job_id"], "upload")]
+
+
+@pytest.mark.parametrize("setting_overrides", [{"AUTH_REQUIRE_USER": "true"}])
+def test_without_an_identity_it_is_401_with_a_challenge_and_a_token_opens(client):
+    for path in ("/get_state?job_id=1", "/get_files?job_id=1"):
+        refused = client.get(path)
+        assert_error(refused, 401, "needs to know who you are")
+        assert "Bearer" in refused.headers["www-authenticate"]
+    _, secret = auth.create_token("alice")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    job_id = client.post("/upload", make_bundle(GOOD), content_type=TAR,
+                         headers=bearer).json()["job_id"]
+    assert client.get(f"/get_state?job_id={job_id}", headers=bearer).status == 200
+    assert client.get(f"/get_files?job_id={job_id}", headers=bearer).status == 200
+    assert_error(client.get(f"/get_state?job_id={job_id}",
+                            headers={"Authorization": "Bearer pi_not-a-token"}), 401)
+
+
+def test_ready_is_503_naming_the_missing_worker(client):
+    answer = client.get("/ready")
+    assert answer.status == 503 and answer.json()["failing"] == ["workers"]
+    assert answer.json()["checks"]["database"]["ok"] is True
+
+
+def test_ready_is_200_once_a_worker_of_its_queue_beats(settings, client):
+    heartbeats.beat("worker@unit:1", settings.celery.queue_name)
+    answer = client.get("/ready")
+    assert answer.status == 200 and answer.json()["ready"] is True
