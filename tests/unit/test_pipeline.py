@@ -1,12 +1,15 @@
 """The worker's pipeline on bundles landed on a temp volume, run in this process."""
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 
 import pytest
 
 from factories import TRANSACTION, file_entry, make_bundle, member
-from pacifica.ingest import archive, catalog, jobs
+from pacifica.ingest import archive, catalog, jobs, receipts, timeline
 from rejections import CASES, GOOD
 
 from .conftest import archive_listing
@@ -56,6 +59,37 @@ def test_a_good_bundle_is_archived_byte_for_byte_and_catalogued(settings, landed
     assert not os.path.exists(bundle), "a finished bundle leaves the volume"
 
 
+def test_a_finished_job_has_a_signed_receipt_that_matches_the_archive(settings, landed,
+                                                                     run_job):
+    job_id = landed(make_bundle(FILES))
+    run_job(job_id)
+    [key] = receipts.public_keys()
+    document = receipts.verify(receipts.of_job(job_id), key["public_key"])
+    assert sorted(item["path"] for item in document["files"]) == sorted(FILES)
+    assert receipts.audit(document, archive.from_settings(settings)) == []
+
+
+def test_every_step_of_a_job_is_timed_in_order(landed, run_job):
+    job_id = landed(make_bundle(GOOD))
+    run_job(job_id)
+    steps = timeline.of_job(job_id)
+    assert [step["step"] for step in steps] == [
+        "open tar", "load metadata", "Policy Validation", "ingest files", "ingest metadata"]
+    assert all(step["ended"] is not None for step in steps)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress, lzma.compress],
+                         ids=["gzip", "bzip2", "xz"])
+def test_a_compressed_bundle_is_ingested_and_leaves_no_copy_behind(settings, landed, run_job,
+                                                                   compress):
+    job_id = landed(compress(make_bundle(FILES)))
+    job = run_job(job_id)
+    assert (job.state, job.complete) == ("OK", True), job.exception
+    assert sorted(relative_path(row) for row in catalog.files_of(job_id)) == sorted(FILES)
+    assert not [name for name in os.listdir(settings.ingest.volume_path)
+                if name.startswith(f"{job_id}.")]
+
+
 def test_running_a_finished_job_again_changes_nothing(settings, landed, run_job):
     """A duplicate delivery of a done job (broker redelivery) is dropped."""
     job_id = landed(make_bundle(GOOD))
@@ -84,6 +118,7 @@ def assert_failed_cleanly(settings, job: jobs.Job, task: str, words: str) -> Non
     assert archive_listing(settings) == []
     assert catalog.files_of(job.job_id) == []
     assert catalog.transaction_of(job.job_id) is None
+    assert receipts.of_job(job.job_id) is None
 
 
 @pytest.mark.parametrize("case", list(CASES))
