@@ -62,7 +62,7 @@ def setting_overrides() -> dict:
 
 
 @pytest.fixture
-def settings(tmp_path, setting_overrides) -> config.Settings:  # pylint: disable=redefined-outer-name
+def settings(tmp_path, setting_overrides):  # pylint: disable=redefined-outer-name
     """This test's settings (see ``unit_settings``)."""
     return unit_settings(str(tmp_path), **setting_overrides)
 
