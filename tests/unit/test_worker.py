@@ -2,13 +2,10 @@
 in-memory broker) and ``run_job``'s rules for duplicates, takeovers and errors."""
 from __future__ import annotations
 
-import json
-import os
-
 import pytest
 
-from factories import TRANSACTION, file_entry, make_bundle
-from pacifica.ingest import archive, catalog, jobs, queue, worker
+from factories import make_bundle
+from pacifica.ingest import catalog, jobs, queue, worker
 from pacifica.ingest.web.app import create_app
 from rejections import GOOD
 
@@ -46,32 +43,6 @@ def test_an_upload_goes_from_the_frontend_through_the_broker_to_the_task(setting
     assert (state["state"], state["complete"], state["task"]) == (
         "OK", True, "ingest metadata"), state
     assert len(catalog.files_of(job_id)) == len(archive_listing(settings)) == len(GOOD)
-
-
-@pytest.mark.parametrize("setting_overrides", [{"MOVE_ALLOWED_ROOTS": "/"}])
-def test_a_move_is_accepted_queued_and_archived(settings, client, recorder, run_recorded,
-                                                tmp_path):
-    """``/move`` with [move] allowed_roots: the move pipeline copies each named file."""
-    sources = tmp_path / "instrument"
-    sources.mkdir()
-    data = {"run/a.bin": os.urandom(5000), "run/b.txt": b"bee\n"}
-    entries = list(TRANSACTION)
-    for path, content in data.items():
-        source = sources / path.replace("/", "_")
-        source.write_bytes(content)
-        entries.append(file_entry(path, content, source=str(source)))
-    answer = client.post("/move", json.dumps(entries).encode(), content_type="application/json")
-    assert answer.status == 200, answer.body
-    job_id = answer.json()["job_id"]
-    assert recorder.jobs == [(job_id, "move")]
-    run_recorded()
-    job = jobs.get(job_id)
-    assert (job.state, job.complete) == ("OK", True), job.exception
-    backend = archive.from_settings(settings)
-    for row in catalog.files_of(job_id):
-        with backend.read(row["_id"]) as stored:
-            assert stored.read() == data[f"{row['subdir']}/{row['name']}"]
-    assert all((sources / path.replace("/", "_")).exists() for path in data)  # copied
 
 
 def test_a_job_that_does_not_exist_is_dropped(run_job, database):  # pylint: disable=unused-argument
