@@ -1,11 +1,13 @@
-"""In-process fixtures: a temp SQLite database made by dbsync, a temp volume and local archive,
-an enqueue that records job ids, and the worker side run on those jobs in this process.
+"""In-process fixtures: a temp SQLite database (a copy of one dbsync made at the start of the
+session), a temp volume and local archive, an enqueue that records job ids, and the worker
+side run on those jobs in this process.
 
 Nothing here starts a process, a server or a broker; every test gets fresh folders.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 
@@ -67,11 +69,23 @@ def settings(tmp_path, setting_overrides):  # pylint: disable=redefined-outer-na
     return unit_settings(str(tmp_path), **setting_overrides)
 
 
-@pytest.fixture
-def database(settings):
-    """The test's SQLite database, its schema made by dbsync's own code."""
-    db.bind(settings.database)
+@pytest.fixture(scope="session")
+def synced_database(tmp_path_factory) -> str:
+    """A SQLite file whose schema dbsync's own code made, once per session."""
+    made = unit_settings(str(tmp_path_factory.mktemp("synced")))
+    db.bind(made.database)
     schema.sync()
+    db.database_proxy.close()  # the last connection folds the WAL back into the file
+    path = db.sqlite_file(made.database.url)
+    assert not os.path.exists(path + "-wal"), "the synced database is not in one file"
+    return path
+
+
+@pytest.fixture
+def database(settings, synced_database):  # pylint: disable=redefined-outer-name
+    """The test's own SQLite database: a copy of the synced one, bound."""
+    shutil.copyfile(synced_database, db.sqlite_file(settings.database.url))
+    db.bind(settings.database)
     yield db.database_proxy
     db.database_proxy.close()
 

@@ -17,10 +17,10 @@ TAR = "application/octet-stream"
 USER = "X-Http-Authed-User"  # [ingest] auth_header, believed from loopback (trusted_proxies)
 
 
-def upload(client, user: str | None = None, body: bytes | None = None) -> dict:
+def upload(client, user: str | None = None) -> dict:
     """POST a good bundle (as ``user``); the job state it answers."""
-    answer = client.post("/upload", make_bundle(GOOD) if body is None else body,
-                         content_type=TAR, headers={USER: user} if user else None)
+    answer = client.post("/upload", make_bundle(GOOD), content_type=TAR,
+                         headers={USER: user} if user else None)
     assert answer.status == 200, answer.body
     return answer.json()
 
