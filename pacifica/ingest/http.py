@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Callable
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .config import HttpSettings
+from .errors import ServiceUnavailable
 
 
 _AUTHORITY = re.compile(r"[^/\s'\"]*")  # what follows "://" up to the path
@@ -53,6 +55,21 @@ def make_session(settings: HttpSettings, pool_size: int = 10) -> requests.Sessio
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def call_service(service: str, url: str, method: Callable[..., requests.Response],
+                 **arguments) -> requests.Response:
+    """One request to a Pacifica service: its answer, or ServiceUnavailable naming the service
+    when it cannot be reached or fails (5xx); a 4xx answer is the caller's to read."""
+    try:
+        reply = method(url, **arguments)
+    except requests.RequestException as err:
+        raise ServiceUnavailable(
+            redact(f"{service} at {url} could not be reached: {err}")) from err
+    if reply.status_code >= 500:
+        raise ServiceUnavailable(f"{service} at {redact(url)} failed ({reply.status_code}): "
+                                 f"{reply_message(reply)}")
+    return reply
 
 
 def reply_message(reply: requests.Response) -> str:

@@ -9,7 +9,7 @@ import requests
 
 from ..db import BaseModel, database_proxy, retrying
 from ..errors import ServiceUnavailable
-from ..http import redact, reply_message
+from ..http import call_service, redact, reply_message
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +65,8 @@ class UniqueIdClient:
         """Ask UniqueID for a range and check it is the size asked for."""
         url = f"{self.url}/getid"
         shown = redact(url)
-        try:
-            reply = self.session.get(url, params={"range": count, "mode": mode})
-        except requests.RequestException as err:
-            raise ServiceUnavailable(
-                redact(f"UniqueID at {shown} could not be reached: {err}")) from err
+        reply = call_service("UniqueID", url, self.session.get,
+                             params={"range": count, "mode": mode})
         if reply.status_code != 200:
             raise ServiceUnavailable(
                 f"UniqueID at {shown} answered {reply.status_code}: {reply_message(reply)}")

@@ -7,8 +7,8 @@ from typing import Protocol
 import requests
 
 from .. import catalog
-from ..errors import MetadataSinkError, ServiceUnavailable
-from ..http import redact, reply_message, says_success
+from ..errors import MetadataSinkError
+from ..http import call_service, reply_message, says_success
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +43,7 @@ class MetadataClient:
         transaction already holds exactly our file ids, an earlier try of this very job
         got through (a lost answer, a redelivered task) and the job is recorded.
         """
-        try:
-            reply = self.session.put(self.url, json=metadata)
-        except requests.RequestException as err:
-            raise ServiceUnavailable(
-                redact(f"Metadata at {self.url} could not be reached: {err}")) from err
+        reply = call_service("Metadata", self.url, self.session.put, json=metadata)
         if says_success(reply):
             return
         message = reply_message(reply)
@@ -55,9 +51,6 @@ class MetadataClient:
         if duplicate and self._holds(job_id, metadata):
             logger.info("job %s: Metadata already holds its transaction; not sent twice", job_id)
             return
-        if reply.status_code >= 500:
-            raise ServiceUnavailable(f"Metadata at {redact(self.url)} failed "
-                                     f"({reply.status_code}): {message}")
         raise MetadataSinkError(f"the Metadata service refused the transaction "
                                 f"({reply.status_code}): {message}")
 

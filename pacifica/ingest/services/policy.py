@@ -5,8 +5,8 @@ from typing import Protocol
 
 import requests
 
-from ..errors import PolicyRejected, ServiceUnavailable
-from ..http import redact, reply_message, says_success
+from ..errors import PolicyRejected
+from ..http import call_service, reply_message, says_success
 
 
 class PolicyCheck(Protocol):
@@ -47,15 +47,9 @@ class PolicyClient:
 
     def check(self, metadata: list, user: str) -> None:
         """Accept on {"status": "success"}; reject with the service's own message."""
-        try:
-            reply = self.session.post(self.url, json=metadata, headers={self.auth_header: user})
-        except requests.RequestException as err:
-            raise ServiceUnavailable(
-                redact(f"Policy at {self.url} could not be reached: {err}")) from err
+        reply = call_service("Policy", self.url, self.session.post, json=metadata,
+                             headers={self.auth_header: user})
         if says_success(reply):
             return
-        if reply.status_code >= 500:
-            raise ServiceUnavailable(f"Policy at {redact(self.url)} failed ({reply.status_code}): "
-                                     f"{reply_message(reply)}")
         raise PolicyRejected(f"policy rejected the upload ({reply.status_code}): "
                              f"{reply_message(reply)}")
