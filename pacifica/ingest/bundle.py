@@ -24,6 +24,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
+from . import member_digests
 from .archive import Extent
 from .errors import BundleError, MetadataError, Problems
 from .files import unlink_quietly
@@ -98,6 +99,9 @@ class Bundle:
         self.members = members
         self.metadata_member = metadata
         self._file = open(self.tar_path, "rb")  # pylint: disable=consider-using-with
+        # the frontend's digests count for the very file it received, never a decompressed copy
+        self._digests = (member_digests.load(path, self._file.fileno())
+                         if self.tar_path == path else {})
 
     def close(self) -> None:
         """Release the bundle file and drop a decompressed copy made for it."""
@@ -133,6 +137,10 @@ class Bundle:
     def extent(self, member: Member) -> Extent:
         """Where a member's bytes lie in the open bundle file, for kernel copies."""
         return Extent(self._file.fileno(), member.offset)
+
+    def known_sha1(self, member: Member) -> str | None:
+        """The member's SHA-1 if the frontend computed it as the body arrived."""
+        return self._digests.get((member.offset, member.size))
 
     @classmethod
     def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "Bundle":

@@ -43,6 +43,14 @@ class Tally:
             self.on_bytes(len(view))
 
 
+    def passed_unread(self, count: int, sha1: str) -> None:
+        """Count bytes copied without reading them, whose SHA-1 was computed as they arrived."""
+        self.hasher = KnownDigest("sha1", sha1)
+        self.count += count
+        self.remaining -= count
+        if self.on_bytes:
+            self.on_bytes(count)
+
     def verify(self, path: str, expected_size: int, expected_hash: str) -> None:
         """Raise unless exactly the declared bytes, with the declared hash, went through."""
         if self.count != expected_size:
@@ -50,6 +58,18 @@ class Tally:
         found = self.hasher.hexdigest()
         if found != expected_hash.lower():
             raise ChecksumMismatch(path, self.hasher.name, expected_hash.lower(), found)
+
+
+class KnownDigest:
+    """A digest computed earlier over the same bytes, standing where a hasher would."""
+
+    def __init__(self, name: str, hexdigest: str):
+        self.name = name
+        self._hexdigest = hexdigest.lower()
+
+    def hexdigest(self) -> str:
+        """The digest, as hashlib spells it."""
+        return self._hexdigest
 
 
 class HashingReader(Tally):

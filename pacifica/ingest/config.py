@@ -41,6 +41,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "upload_rate_window": ("60", None),
         "max_uploads": ("16", None),
         "max_uploads_per_user": ("4", None),
+        "hash_on_arrival": ("true", None),
     },
     "auth": {
         "trusted_proxies": ("127.0.0.1, ::1", None),
@@ -154,6 +155,7 @@ class IngestSettings:
     upload_rate_window: float = 60.0
     max_uploads: int = 16
     max_uploads_per_user: int = 4
+    hash_on_arrival: bool = True
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         upload_rate_window=number("ingest", "upload_rate_window", float),
         max_uploads=number("ingest", "max_uploads"),
         max_uploads_per_user=number("ingest", "max_uploads_per_user"),
+        hash_on_arrival=_bool(get("ingest", "hash_on_arrival")),
     )
     services = ServiceUrls(
         uniqueid=get("uniqueid", "url").rstrip("/"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-from . import jobs, metadata, metrics, receipts, timeline
+from . import jobs, member_digests, metadata, metrics, receipts, timeline
 from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
@@ -164,7 +164,8 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
                               hashtype=p.entry.hashtype, hashsum=p.entry.hashsum,
                               opener=lambda m=bundle.members[p.member]: bundle.open(m),
                               on_bytes=progress.add,
-                              extent=bundle.extent(bundle.members[p.member]))
+                              extent=bundle.extent(bundle.members[p.member]),
+                              known_sha1=bundle.known_sha1(bundle.members[p.member]))
                    for p in placements]
         store_all(deps.archive, first_id, sources, job.job_id)
         with rolled_back_on_failure(deps.archive, first_id, lambda: len(sources), job.job_id):
@@ -236,6 +237,7 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
     if jobs.finish(job.job_id):
         progress.count_duration()
         _remove_quietly(job.path)
+        member_digests.discard(job.path)
         counted = metrics.instruments()
         counted.files.inc(count)
         counted.bytes.inc(size)

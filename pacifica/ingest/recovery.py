@@ -37,7 +37,8 @@ from .queue import WaitingJobsRetry, submit
 logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
-LEFTOVER_SUFFIXES = (".tar.part", ".tar.unpacked", ".tar.unpacked.part")
+LEFTOVER_SUFFIXES = (".tar.part", ".tar.unpacked", ".tar.unpacked.part", ".tar.sha1",
+                     ".tar.sha1.part")
 REMOVED = ""  # the path of a failed job whose bundle was removed after keep_failed
 
 

@@ -28,6 +28,7 @@ class FileSource:
     opener: Callable[[], BinaryIO]
     on_bytes: Optional[Callable[[int], None]] = None
     extent: Optional[Extent] = None  # set when the bytes sit in a file (a bundle member)
+    known_sha1: Optional[str] = None  # the extent's SHA-1, computed as the body arrived
 
     def open(self) -> HashingReader:
         """A fresh reader that hashes and counts as it goes (call again to retry)."""

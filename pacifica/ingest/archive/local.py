@@ -78,7 +78,11 @@ class LocalArchive:
         descriptor, partial = -1, None
         try:
             descriptor, partial = self._create(final)
-            if source.extent is not None:
+            if source.extent is not None and _hashed_on_arrival(source):
+                tally = source.tally()
+                tally.passed_unread(_kernel_copy(source.extent, source.size, descriptor),
+                                    source.known_sha1)
+            elif source.extent is not None:
                 tally = source.tally()
                 _copy_extent(source.extent, source.size, descriptor, tally, self._buffer())
             else:
@@ -216,6 +220,20 @@ def _copy_extent(extent: Extent, size: int, target: int, tally, buffer: memoryvi
         raise copier.error
     if copier.copied != tally.count:
         tally.count = min(tally.count, copier.copied)
+
+
+def _hashed_on_arrival(source: FileSource) -> bool:
+    """Whether the frontend already hashed these bytes with the algorithm the metadata names."""
+    return bool(source.known_sha1) and source.hashtype.lower() == "sha1"
+
+
+def _kernel_copy(extent: Extent, size: int, target: int) -> int:
+    """Copy an extent in the kernel, in this thread; the bytes copied."""
+    copier = _KernelCopy(extent, size, target)
+    copier.run()
+    if copier.error is not None:
+        raise copier.error
+    return copier.copied
 
 
 def _hash_extent(extent: Extent, size: int, tally, buffer: memoryview,

@@ -120,7 +120,9 @@ def build_intake(settings: Settings, enqueue) -> Intake:
     ids = (UniqueIdClient(settings.services.uniqueid, make_session(settings.http))
            if settings.services.uniqueid else CounterIdSource())
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
-                      settings.ingest.max_bundle_size, settings.ingest.min_free_space)
+                      settings.ingest.max_bundle_size, settings.ingest.min_free_space,
+                      digest_members=(settings.ingest.hash_on_arrival
+                                      and not settings.services.archiveinterface))
     return Intake(ids, staging, enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
                   moves_allowed=bool(settings.move.allowed_roots),

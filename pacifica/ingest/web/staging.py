@@ -10,6 +10,8 @@ from typing import BinaryIO, Callable, Iterator
 
 from ..errors import UploadError
 from ..files import fsync_directory, unlink_quietly
+from .. import member_digests
+from ..member_digests import BodyDigester
 from .deadlines import DEADLINES
 
 logger = logging.getLogger(__name__)
@@ -25,8 +27,10 @@ class Staging:
     """Bundles on the volume, named by job id."""
 
     def __init__(self, volume_path: str, transfer_size: int, max_size: int = 0,
-                 min_free_space: int = 0):
+                 min_free_space: int = 0, digest_members: bool = False):
         self.volume_path = volume_path
+        # hash big members as they arrive, so the worker copies them without reading them
+        self.digest_members = digest_members
         self.transfer_size = transfer_size
         self.max_size = max_size
         self.min_free_space = min_free_space
@@ -57,20 +61,26 @@ class Staging:
                 on_progress: Callable[[int], None] | None = None) -> str:
         """Copy the body to ``<id>.part``, fsync and rename; remove the partial file on any error."""
         partial = self.path_for(job_id, ".tar.part")
+        final = self.path_for(job_id)
+        digester = BodyDigester() if self.digest_members else None
         try:
             with open(partial, "wb") as target:
-                self._copy(stream, target, length, on_progress)
+                self._copy(stream, target, length, on_progress, digester)
                 target.flush()
                 os.fsync(target.fileno())
-            final = self.path_for(job_id)
+                if digester is not None:
+                    digester.save(target.fileno(), final)
             os.replace(partial, final)
             fsync_directory(self.volume_path)
             return final
         except BaseException:
+            if digester is not None:
+                digester.close()
+                member_digests.discard(final)
             unlink_quietly(partial)
             raise
 
-    def _copy(self, stream, target, length, on_progress) -> int:
+    def _copy(self, stream, target, length, on_progress, digester=None) -> int:
         received = 0
         last_report = time.monotonic()
         for chunk in body_chunks(stream, length, min(self.transfer_size, READ_PIECE),
@@ -79,6 +89,8 @@ class Staging:
             if self.max_size and received > self.max_size:
                 raise UploadError(f"the bundle is over the {self.max_size}-byte limit of this "
                                   f"service ({received} bytes received so far)", status=413)
+            if digester is not None:
+                digester.feed(chunk)
             try:
                 target.write(chunk)
             except OSError as err:
