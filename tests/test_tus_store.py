@@ -18,10 +18,10 @@ from pacifica.ingest.auth import Identity
 from pacifica.ingest.config import DatabaseSettings
 from pacifica.ingest.errors import UploadError
 from pacifica.ingest.services.ids import CounterIdSource
-from pacifica.ingest.web.intake import Intake
-from pacifica.ingest.web.staging import Staging
+from pacifica.ingest.intake.intake import Intake
+from pacifica.ingest.intake.staging import Staging
 from pacifica.ingest.web.tus import ResumableUploads
-from pacifica.ingest.web.tus_store import TusStore
+from pacifica.ingest.intake.tus_store import TusStore
 
 
 def acting(user: str) -> Identity:

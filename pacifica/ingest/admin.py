@@ -10,10 +10,10 @@ import sys
 from . import auth, catalog, db, jobs, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
-from .files import unlink_quietly
+from .intake.files import unlink_quietly
 from .pipeline import rollback
 from .queue import Enqueuer, make_celery, submit
-from .web.staging import Staging
+from .intake.staging import Staging
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .archive import Extent
 from .errors import BundleError, MetadataError, Problems
-from .files import unlink_quietly
+from .intake.files import unlink_quietly
 from .metadata import DATA_ROOT, split_path
 from .tarheaders import check_headers
 

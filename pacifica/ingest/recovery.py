@@ -30,7 +30,7 @@ import socket
 from . import idempotency, jobs
 from .config import IngestSettings
 from .db import database_proxy, retrying
-from .files import fsync_directory
+from .intake.files import fsync_directory
 from .jobs import Job
 from .queue import WaitingJobsRetry, submit
 

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from . import Extent, FileSource
 from ..config import Settings
 from ..errors import ArchiveError
-from ..files import unlink_quietly
+from ..intake.files import unlink_quietly
 
 logger = logging.getLogger(__name__)
 

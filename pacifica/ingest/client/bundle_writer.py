@@ -21,7 +21,7 @@ import stat
 import tarfile
 from typing import Callable, Iterable
 
-from ..files import unlink_quietly
+from ..intake.files import unlink_quietly
 
 logger = logging.getLogger(__name__)
 

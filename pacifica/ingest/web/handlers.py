@@ -11,7 +11,7 @@ from . import pages
 from .errors import json_errors, parse_job_id
 from .framing import body_length
 from .identity import Authenticated, Identifier
-from .intake import Intake
+from ..intake.intake import Intake
 from .limits import UploadSlots
 
 # Body types a page on another site may POST without the browser asking first (CORS "simple

@@ -18,9 +18,9 @@ import cherrypy
 
 from ..config import Settings
 from ..errors import UploadError
-from .deadlines import shut_reading
+from ..intake.deadlines import shut_reading
 from .httpserver import SOCKET_KEY
-from .staging import READ_PIECE, Body, RateFloor, body_chunks
+from ..intake.staging import READ_PIECE, Body, RateFloor, body_chunks
 
 logger = logging.getLogger(__name__)
 

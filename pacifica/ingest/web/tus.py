@@ -33,10 +33,10 @@ from .errors import json_errors
 from .framing import body_length
 from .identity import Authenticated
 from .identity import Identifier
-from .intake import Intake
+from ..intake.intake import Intake
 from .limits import UploadSlots
-from .reservations import Reservations
-from .tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, not_found, parse_checksum,
+from ..intake.reservations import Reservations
+from ..intake.tus_store import (CHECKSUM_ALGORITHMS, TusStore, UploadInfo, not_found, parse_checksum,
                         parse_metadata)
 
 logger = logging.getLogger(__name__)

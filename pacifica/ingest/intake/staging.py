@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from ..errors import UploadError
-from ..files import fsync_directory, unlink_quietly
+from .files import fsync_directory, unlink_quietly
 from .deadlines import DEADLINES
 
 logger = logging.getLogger(__name__)

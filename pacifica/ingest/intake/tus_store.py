@@ -21,7 +21,7 @@ import uuid
 from typing import BinaryIO, Iterator
 
 from ..errors import UploadError
-from ..files import fsync_directory, unlink_quietly
+from .files import fsync_directory, unlink_quietly
 from .staging import body_chunks
 
 logger = logging.getLogger(__name__)
