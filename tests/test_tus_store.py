@@ -20,7 +20,7 @@ from pacifica.ingest.errors import UploadError
 from pacifica.ingest.services.ids import CounterIdSource
 from pacifica.ingest.intake.intake import Intake
 from pacifica.ingest.intake.staging import Staging
-from pacifica.ingest.web.tus import ResumableUploads
+from pacifica.ingest.intake.resumable import ResumableUploads
 from pacifica.ingest.intake.tus_store import TusStore
 
 

@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 METADATA_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token, as tus asks
-CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 CHECKSUM_MISMATCH = "460 Checksum Mismatch"
 LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
 
@@ -263,26 +262,6 @@ class TusStore:
                 hasher.update(chunk)
             received += len(chunk)
         return received
-
-
-def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
-    """``Upload-Checksum: sha1 <base64>`` -> ('sha1', digest); 400 on anything else."""
-    if not header:
-        return None
-    algorithm, _, encoded = header.strip().partition(" ")
-    algorithm = algorithm.lower()
-    if algorithm not in CHECKSUM_ALGORITHMS:
-        raise UploadError(f"checksum algorithm {algorithm!r} is not supported; use one of "
-                          f"{', '.join(CHECKSUM_ALGORITHMS)}", status=400)
-    try:
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (ValueError, TypeError):
-        raise UploadError(f"Upload-Checksum {header!r} is not '<algorithm> <base64 digest>'",
-                          status=400) from None
-    if len(digest) != hashlib.new(algorithm).digest_size:
-        raise UploadError(f"Upload-Checksum carries {len(digest)} bytes, a {algorithm} digest "
-                          f"has {hashlib.new(algorithm).digest_size}", status=400)
-    return algorithm, digest
 
 
 def parse_metadata(header: str | None, max_size: int = 0) -> dict[str, str]:

@@ -26,7 +26,7 @@ from .pages import mount as mount_pages
 from .receipts import mount as mount_receipts
 from .limits import UploadSlots, read_timeout, thread_pool
 from ..intake.staging import Staging
-from .tus import build_uploads
+from ..intake.resumable import build_uploads
 from .tus import mount as mount_tus
 
 logger = logging.getLogger(__name__)
