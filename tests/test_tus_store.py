@@ -75,7 +75,7 @@ def test_an_interrupted_chunk_keeps_its_bytes_unless_checksummed(uploads):
             return data
 
     info = uploads.create(5000, "bob")
-    with pytest.raises(UploadError, match="interrupted after 3000 of 4000"):
+    with pytest.raises(UploadError, match="interrupted: 3000 bytes of 4000 arrived"):
         uploads.append(info.upload_id, acting("bob"), 0, Broken(b"a" * 3000), 4000, None)
     assert uploads.status(info.upload_id, acting("bob"))[1] == 3000
     with pytest.raises(UploadError, match="interrupted"):

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 
 from .archive import Extent
 from .errors import BundleError, MetadataError, Problems
-from .intake.files import unlink_quietly
+from .intake.files import unlink_quietly, written_whole
+from .intake.volume import partial, unpacked
 from .metadata import DATA_ROOT, split_path
 from .tarheaders import check_headers
 
 METADATA_NAME = "metadata.txt"
 BLOCK = 512
-UNPACKED_SUFFIX = ".unpacked"
 UNPACK_CHUNK = 1024 * 1024
 
 # magic bytes -> (format name, opener of a decompressing reader)
@@ -184,13 +184,13 @@ def decompress(path: str, limits: BundleLimits) -> str:
     if kind is None:
         return path
     name, opener = kind
-    target = path + UNPACKED_SUFFIX
-    partial = target + ".part"
+    target = unpacked(path)
     folder = os.path.dirname(os.path.abspath(path))
     cap, reason = unpack_cap(os.path.getsize(path), shutil.disk_usage(folder).free, limits)
     written = 0
-    try:
-        with opener(path, "rb") as source, open(partial, "wb") as sink:
+    try:  # a scratch copy, removed after the ingest: whole or absent, no fsync needed
+        with opener(path, "rb") as source, written_whole(target, partial(target),
+                                                         durable=False) as sink:
             while True:
                 chunk = source.read(UNPACK_CHUNK)
                 if not chunk:
@@ -204,20 +204,12 @@ def decompress(path: str, limits: BundleLimits) -> str:
                 except OSError as err:
                     raise BundleError(f"the volume could not hold the decompressed bundle after "
                                       f"{written} bytes: {err.strerror}") from err
-        os.replace(partial, target)
-    except BundleError:
-        unlink_quietly(partial)
-        raise
     except DECOMPRESSION_ERRORS as err:
-        unlink_quietly(partial)
         if isinstance(err, EOFError):
             raise BundleError(f"the {name}-compressed bundle is truncated: its compressed stream "
                               "ends early (was the upload cut short?)") from err
         raise BundleError(f"the {name}-compressed bundle is corrupt after {written} "
                           f"decompressed bytes: {err}") from err
-    except BaseException:
-        unlink_quietly(partial)
-        raise
     return target
 
 

@@ -19,6 +19,7 @@ from .. import db, idempotency, jobs
 from ..auth import Identity
 from ..errors import UploadError
 from ..periodic import Periodic
+from .files import publish
 from .intake import Intake
 from .reservations import Reservations
 from .tus_store import TusStore, UploadInfo, not_found, parse_metadata
@@ -173,10 +174,10 @@ class ResumableUploads:
             info.job_id = self.intake.new_job(info.user, jobs.KIND_UPLOAD, info.length,
                                               callback=info.callback)
             self.store.save(info)
-        path = self.intake.staging.path_for(info.job_id)
+        path = self.intake.staging.volume.bundle(info.job_id)
         part = self.store.part_path(info.upload_id)
         if os.path.exists(part):
-            os.replace(part, path)
+            publish(part, path)
         if jobs.get(info.job_id).queue_state == jobs.RECEIVING:
             self.intake.bundle_landed(info.job_id, path, via="tus")
         logger.info("tus upload %s complete: job %s", info.upload_id, info.job_id)

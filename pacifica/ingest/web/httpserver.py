@@ -31,7 +31,7 @@ from ..intake.deadlines import DEADLINES, shut_reading
 from .errors import error_json
 from .framing import body_length
 from .header_names import fold_header_dict
-from ..intake.staging import READ_PIECE
+from ..intake.body import READ_PIECE
 
 SOCKET_KEY = "pacifica.ingest.socket"
 CRLF = b"\r\n"
