@@ -24,8 +24,8 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
-from .archive import Extent
 from .errors import BundleError, MetadataError, Problems
+from .extent import Extent
 from .intake.files import unlink_quietly, written_whole
 from .intake.volume import partial, unpacked
 from .metadata import DATA_ROOT, split_path

@@ -14,10 +14,11 @@ from email.utils import parsedate_to_datetime
 from typing import Callable
 
 from . import jobs, metadata, metrics, receipts, timeline
-from .archive import ArchiveBackend, Extent, FileSource
+from .archive import ArchiveBackend, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
 from .errors import IngestError, MetadataError, Problems
+from .extent import Extent
 from .jobs import Job, Step
 from .move_sources import MoveSources, OpenedSource
 from .services.ids import MODE_FILE, IdSource

@@ -16,10 +16,11 @@ import os
 import threading
 from typing import BinaryIO
 
-from . import Extent, FileSource
 from ..config import Settings
 from ..errors import ArchiveError
+from ..extent import Extent
 from ..intake.files import unlink_quietly
+from . import FileSource
 
 logger = logging.getLogger(__name__)
 
