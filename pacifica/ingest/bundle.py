@@ -87,7 +87,7 @@ class MemberReader(io.RawIOBase):
         return got
 
 
-class Bundle:
+class OpenedBundle:
     """An opened, checked tar bundle on disk."""
 
     def __init__(self, path: str, members: dict[str, Member], metadata: Member | None,
@@ -105,7 +105,7 @@ class Bundle:
         if self.tar_path != self.path:
             unlink_quietly(self.tar_path)
 
-    def __enter__(self) -> "Bundle":
+    def __enter__(self) -> "OpenedBundle":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,7 +135,7 @@ class Bundle:
         return Extent(self._file.fileno(), member.offset)
 
     @classmethod
-    def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "Bundle":
+    def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "OpenedBundle":
         """Open and check a bundle (decompressing it first if need be); raise BundleError."""
         tar_path = decompress(path, limits)
         try:

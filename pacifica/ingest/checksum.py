@@ -42,7 +42,6 @@ class Tally:
         if self.on_bytes:
             self.on_bytes(len(view))
 
-
     def verify(self, path: str, expected_size: int, expected_hash: str) -> None:
         """Raise unless exactly the declared bytes, with the declared hash, went through."""
         if self.count != expected_size:

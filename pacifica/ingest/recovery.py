@@ -31,7 +31,7 @@ from . import idempotency, jobs
 from .config import IngestSettings
 from .db import database_proxy, retrying
 from .intake.body import UPLOAD_AGAIN, interrupted
-from .intake.files import publish, sync_file, unlink_quietly
+from .intake.files import rename_durably, sync_file, unlink_quietly
 from .intake.volume import Volume, partial
 from .jobs import Job
 from .queue import WaitingJobsRetry, submit
@@ -177,7 +177,7 @@ def landed_body(volume_path: str, job: Job) -> str | None:
             return None
         with open(part, "rb+") as handle:
             sync_file(handle)
-        publish(part, final)
+        rename_durably(part, final)
     except FileNotFoundError:
         return None
     return final

@@ -88,7 +88,7 @@ class LocalArchive:
             source.verify(tally)
             if source.mtime:
                 os.utime(descriptor, (source.mtime, source.mtime))
-            self._publish(descriptor, partial, final)
+            self._give_name(descriptor, partial, final)
         except OSError as err:
             _close_and_discard(descriptor, partial)
             raise ArchiveError(f"could not write file id {file_id} to the local archive: "
@@ -133,7 +133,7 @@ class LocalArchive:
         partial = final + PART_SUFFIX
         return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), partial
 
-    def _publish(self, descriptor: int, partial: str | None, final: str) -> None:
+    def _give_name(self, descriptor: int, partial: str | None, final: str) -> None:
         """Give the verified file its name, replacing an earlier copy of the same id."""
         if partial is not None:
             os.replace(partial, final)

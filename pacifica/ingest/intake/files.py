@@ -27,7 +27,7 @@ def sync_file(handle: IO) -> None:
     os.fsync(handle.fileno())
 
 
-def publish(partial: str, final: str, durable: bool = True) -> None:
+def rename_durably(partial: str, final: str, durable: bool = True) -> None:
     """Rename the whole file ``partial`` to ``final`` (and make the new name durable)."""
     os.replace(partial, final)
     if durable:
@@ -47,7 +47,7 @@ def written_whole(final: str, partial: str, mode: str = "wb", durable: bool = Tr
             yield handle
             if durable:
                 sync_file(handle)
-        publish(partial, final, durable)
+        rename_durably(partial, final, durable)
     except BaseException:
         unlink_quietly(partial)
         raise

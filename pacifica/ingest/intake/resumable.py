@@ -19,7 +19,7 @@ from .. import db, idempotency, jobs
 from ..auth import Identity
 from ..errors import UploadError
 from ..periodic import Periodic
-from .files import publish
+from .files import rename_durably
 from .intake import Intake
 from .reservations import Reservations
 from .tus_store import TusStore, UploadInfo, not_found, parse_metadata
@@ -177,7 +177,7 @@ class ResumableUploads:
         path = self.intake.staging.volume.bundle(info.job_id)
         part = self.store.part_path(info.upload_id)
         if os.path.exists(part):
-            publish(part, path)
+            rename_durably(part, path)
         if jobs.get(info.job_id).queue_state == jobs.RECEIVING:
             self.intake.bundle_landed(info.job_id, path, via="tus")
         logger.info("tus upload %s complete: job %s", info.upload_id, info.job_id)

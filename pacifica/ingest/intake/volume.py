@@ -69,7 +69,7 @@ class Volume:
         return os.path.join(self.path, TUS_FOLDER)
 
     def tus_file(self, upload_id: str, suffix: str) -> str:
-        """One of a tus upload's files (``suffix`` one of TUS_SUFFIXES; the id is checked by the store)."""
+        """One of a tus upload's files (``suffix``: one of TUS_SUFFIXES; the store checks the id)."""
         return os.path.join(self.tus_folder, upload_id + suffix)
 
     @property
