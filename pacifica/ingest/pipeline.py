@@ -19,6 +19,7 @@ from .archive.fanout import StoreFanout
 from .bundle import BundleLimits, OpenedBundle
 from .errors import IngestError, MetadataError, Problems
 from .extent import Extent
+from .intake.files import unlink_quietly
 from .jobs import Job, Step
 from .move_sources import MoveSources, OpenedSource
 from .services.ids import MODE_FILE, IdSource
@@ -288,8 +289,6 @@ def _remove_quietly(path: str | None) -> None:
     if not path:
         return
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        unlink_quietly(path)
     except OSError:
         logger.warning("could not remove finished bundle %s", path, exc_info=True)
