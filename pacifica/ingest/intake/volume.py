@@ -6,6 +6,7 @@
 - ``tus/<upload id>.part``, ``.json`` (``.json.tmp`` while written), ``.lock``: a tus upload.
 - ``tus/reservations.lock``: serialises the space checks of new uploads.
 - ``metrics/``: Prometheus multiprocess files.
+- ``.ready-*``: the readiness check's probe file, removed at once.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ TUS_BYTES, TUS_DESCRIPTION, TUS_LOCK = ".part", ".json", ".lock"
 TUS_DESCRIPTION_PART = TUS_DESCRIPTION + ".tmp"  # kept: volumes written before hold such files
 TUS_SUFFIXES = (TUS_BYTES, TUS_DESCRIPTION, TUS_DESCRIPTION_PART, TUS_LOCK)
 RESERVATIONS_LOCK = "reservations.lock"
+READINESS_PROBE = ".ready-"  # prefix of the readiness check's temporary file
 
 
 def partial(path: str) -> str:
