@@ -45,7 +45,7 @@ class Staging:
 
     def receive(self, job_id: int, stream: BinaryIO, length: int | None,
                 on_progress: Callable[[int], None] | None = None) -> str:
-        """Copy the body to ``<id>.tar.part``, fsync and rename; remove the partial file on any error."""
+        """Copy the body to ``<id>.tar.part``, fsync, rename; on any error remove the part file."""
         final = self.volume.bundle(job_id)
         with written_whole(final, partial(final)) as target:
             self._copy(stream, target, length, on_progress)

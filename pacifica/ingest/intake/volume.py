@@ -71,7 +71,7 @@ class Volume:
         return os.path.join(self.path, TUS_FOLDER)
 
     def tus_file(self, upload_id: str, suffix: str) -> str:
-        """One of a tus upload's files (``suffix``: one of TUS_SUFFIXES; the store checks the id)."""
+        """One of a tus upload's files (``suffix`` from TUS_SUFFIXES; the store checks ids)."""
         return os.path.join(self.tus_folder, upload_id + suffix)
 
     @property
