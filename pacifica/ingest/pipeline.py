@@ -6,7 +6,6 @@ Imports neither cherrypy nor celery: the worker calls ``ingest_bundle`` or
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
