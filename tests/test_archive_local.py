@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from pacifica.ingest.archive import Extent, FileSource
+from pacifica.ingest.archive import FileSource
+from pacifica.ingest.extent import Extent
 from pacifica.ingest.archive.fanout import StoreFanout, batches
 from pacifica.ingest.archive.local import KERNEL_COPY_MIN, LocalArchive
 from pacifica.ingest.errors import ChecksumMismatch

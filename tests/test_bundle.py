@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from pacifica.ingest.bundle import Bundle, BundleLimits
+from pacifica.ingest.bundle import BundleLimits, OpenedBundle
 from pacifica.ingest.errors import BundleError, MetadataError
 from factories import make_bundle, member, pax_header, pax_record, raw_header, padded
 
@@ -19,7 +19,7 @@ def write(tmp_path, body: bytes) -> str:
 
 def test_members_are_read_at_their_offsets(tmp_path):
     files = {"a/one.bin": b"1" * 1000, "two.bin": b"2" * 3000, "zero": b""}
-    with Bundle.open_path(write(tmp_path, make_bundle(files))) as bundle:
+    with OpenedBundle.open_path(write(tmp_path, make_bundle(files))) as bundle:
         assert bundle.data_members == {f"data/{name}" for name in files}
         for name, data in files.items():
             assert bundle.open(bundle.members[f"data/{name}"]).read() == data
@@ -28,7 +28,7 @@ def test_members_are_read_at_their_offsets(tmp_path):
 
 def test_leading_dot_slash_names_are_normalised(tmp_path):
     body = make_bundle({}, extras=[member("./data/x.txt", b"x")])
-    with Bundle.open_path(write(tmp_path, body)) as bundle:
+    with OpenedBundle.open_path(write(tmp_path, body)) as bundle:
         assert bundle.data_members == {"data/x.txt"}
 
 
@@ -39,17 +39,18 @@ def test_leading_dot_slash_names_are_normalised(tmp_path):
 ])
 def test_unsafe_members(tmp_path, extra, words):
     with pytest.raises(BundleError) as raised:
-        Bundle.open_path(write(tmp_path, make_bundle({"ok": b"1"}, extras=[extra])))
+        OpenedBundle.open_path(write(tmp_path, make_bundle({"ok": b"1"}, extras=[extra])))
     assert words in str(raised.value)
 
 
 def test_limits(tmp_path):
     body = make_bundle({f"f{n}": b"x" for n in range(10)})
     with pytest.raises(BundleError, match="more than 5 members"):
-        Bundle.open_path(write(tmp_path, body), BundleLimits(max_members=5))
+        OpenedBundle.open_path(write(tmp_path, body), BundleLimits(max_members=5))
     with pytest.raises(BundleError, match="over the 5-byte limit"):
-        Bundle.open_path(write(tmp_path, body), BundleLimits(max_total_size=5))
-    with Bundle.open_path(write(tmp_path, body), BundleLimits(max_metadata_size=10)) as bundle:
+        OpenedBundle.open_path(write(tmp_path, body), BundleLimits(max_total_size=5))
+    limits = BundleLimits(max_metadata_size=10)
+    with OpenedBundle.open_path(write(tmp_path, body), limits) as bundle:
         with pytest.raises(MetadataError, match="over the 10-byte limit"):
             bundle.read_metadata()
 
@@ -58,7 +59,7 @@ def test_limits(tmp_path):
                                           (b"garbage" * 100, "not a tar")])
 def test_not_a_tar(tmp_path, body, words):
     with pytest.raises(BundleError, match=words):
-        Bundle.open_path(write(tmp_path, body))
+        OpenedBundle.open_path(write(tmp_path, body))
 
 
 GOOD = {"a.txt": b"hello"}
@@ -70,7 +71,7 @@ def ustar_bundle() -> bytes:
 
 def refusal(tmp_path, body: bytes) -> str:
     with pytest.raises(BundleError) as raised:
-        Bundle.open_path(write(tmp_path, body))
+        OpenedBundle.open_path(write(tmp_path, body))
     return str(raised.value)
 
 
@@ -119,7 +120,7 @@ def test_long_names_and_pax_records_of_real_writers_pass(tmp_path, tar_format):
     deep = "d" * 120 + "/" + "é" * 80 + "/2024010112345678901234567890.dat"
     files = {deep: b"x" * 700, "short": b""}
     body = make_bundle(files, tar_format=tar_format)
-    with Bundle.open_path(write(tmp_path, body)) as bundle:
+    with OpenedBundle.open_path(write(tmp_path, body)) as bundle:
         assert bundle.open(bundle.members[f"data/{deep}"]).read() == b"x" * 700
 
 
@@ -132,6 +133,6 @@ def test_gnu_tar_pax_output_with_a_global_header_passes(tmp_path):
     made = subprocess.run(["tar", "--format=pax", "-cf", "-", "-C", str(source), "data",
                            "metadata.txt"], capture_output=True, check=True).stdout
     body = pax_header(pax_record("comment", "0123456789abcdef"), tarfile.XGLTYPE) + made
-    with Bundle.open_path(write(tmp_path, body)) as bundle:
+    with OpenedBundle.open_path(write(tmp_path, body)) as bundle:
         member_name = f"data/{'long' * 40}/f.bin"
         assert bundle.open(bundle.members[member_name]).read() == b"1" * 3000

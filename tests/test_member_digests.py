@@ -10,12 +10,12 @@ import tarfile
 
 import pytest
 
-from pacifica.ingest import member_digests
+from pacifica.ingest.intake import member_digests
 from pacifica.ingest.archive import FileSource
 from pacifica.ingest.archive.local import LocalArchive
-from pacifica.ingest.bundle import Bundle
+from pacifica.ingest.bundle import OpenedBundle
 from pacifica.ingest.errors import ChecksumMismatch
-from pacifica.ingest.member_digests import BodyDigester, TarDigester
+from pacifica.ingest.intake.member_digests import BodyDigester, TarDigester
 
 from factories import make_bundle
 
@@ -121,17 +121,17 @@ def _saved_bundle(folder, body: bytes, minimum: int = SMALL) -> str:
 def test_the_worker_finds_the_digests_of_the_very_file_and_ignores_another(tmp_path):
     data = os.urandom(50_000)
     path = _saved_bundle(str(tmp_path), make_bundle({"big.bin": data, "small.txt": b"s"}))
-    with Bundle.open_path(path) as bundle:
+    with OpenedBundle.open_path(path) as bundle:
         assert bundle.known_sha1(bundle.members["data/big.bin"]) == hashlib.sha1(data).hexdigest()
         assert bundle.known_sha1(bundle.members["data/small.txt"]) is None
     # another file at the same path (a retry's copy): the digests are not its own
     shutil.copyfile(path, path + ".copy")
     os.replace(path + ".copy", path)
-    with Bundle.open_path(path) as bundle:
+    with OpenedBundle.open_path(path) as bundle:
         assert bundle.known_sha1(bundle.members["data/big.bin"]) is None
 
 
-def _store(archive: LocalArchive, bundle: Bundle, name: str, hashsum: str) -> None:
+def _store(archive: LocalArchive, bundle: OpenedBundle, name: str, hashsum: str) -> None:
     member = bundle.members[name]
     archive.store(1, FileSource(label=name, size=member.size, mtime=0, hashtype="sha1",
                                 hashsum=hashsum, opener=lambda: bundle.open(member),
@@ -143,7 +143,7 @@ def test_the_archive_copies_a_hashed_member_without_reading_it_and_checks_the_di
     path = _saved_bundle(str(tmp_path), make_bundle({"big.bin": data}),
                          member_digests.MIN_MEMBER_SIZE)
     archive = LocalArchive(str(tmp_path / "archive"))
-    with Bundle.open_path(path) as bundle:
+    with OpenedBundle.open_path(path) as bundle:
         assert bundle.known_sha1(bundle.members["data/big.bin"])
         with pytest.raises(ChecksumMismatch):  # the metadata's hash is checked against it
             _store(archive, bundle, "data/big.bin", hashlib.sha1(b"other").hexdigest())

@@ -13,7 +13,7 @@ import requests
 from factories import TRANSACTION, file_entry, make_bundle
 from harness import free_port
 from pacifica.ingest import __version__
-from pacifica.ingest.client.bundle_writer import Bundle
+from pacifica.ingest.client.bundle_writer import BundleLayout
 from pacifica.ingest.client.upload import IngestClient, LocalFileError
 from test_upload_cli import FIELDS, upload, upload_command
 
@@ -116,7 +116,7 @@ def test_file_deleted_while_sending_is_a_local_error_naming_it(stack, tmp_path):
     (tmp_path / "keep.txt").write_bytes(b"keep")
     doomed = tmp_path / "doomed.txt"
     doomed.write_bytes(b"doomed")
-    bundle = Bundle.build([str(tmp_path / "keep.txt"), str(doomed)], {"submitter": 10})
+    bundle = BundleLayout.build([str(tmp_path / "keep.txt"), str(doomed)], {"submitter": 10})
     doomed.unlink()  # after hashing, before sending
     client = IngestClient(stack.url)
     with bundle.open() as stream, pytest.raises(LocalFileError, match=str(doomed)):

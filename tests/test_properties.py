@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from factories import TRANSACTION, file_entry, make_bundle, pax_header, pax_record
 from pacifica.ingest import metadata
-from pacifica.ingest.bundle import Bundle, BundleLimits, scan
+from pacifica.ingest.bundle import BundleLimits, OpenedBundle, scan
 from pacifica.ingest.errors import BundleError, IngestError, MetadataError
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -128,7 +128,7 @@ def test_reader_accepts_only_safe_members_and_reads_them_back(members):
     with tempfile.TemporaryDirectory() as folder:
         path = _write(_tar(members), folder)
         try:
-            with Bundle.open_path(path) as bundle:
+            with OpenedBundle.open_path(path) as bundle:
                 bundle.read_metadata()  # a missing metadata.txt is reported at 'load metadata'
                 read = {name: bundle.open(opened).read()
                         for name, opened in bundle.members.items()}
@@ -166,7 +166,7 @@ def test_any_cut_of_a_bundle_is_refused_until_its_end_marker(files, data):
 def test_compressed_bundles_read_back_byte_for_byte(files, compress):
     with tempfile.TemporaryDirectory() as folder:
         path = _write(compress(make_bundle(files)), folder, "bundle.bin")
-        with Bundle.open_path(path, BundleLimits(max_unpack_ratio=10_000)) as bundle:
+        with OpenedBundle.open_path(path, BundleLimits(max_unpack_ratio=10_000)) as bundle:
             for name, data in files.items():
                 assert bundle.open(bundle.members[f"data/{name}"]).read() == data
         assert os.listdir(folder) == ["bundle.bin"]
@@ -179,7 +179,7 @@ def test_garbage_behind_compression_magic_is_a_bundle_error(magic, tail):
     with tempfile.TemporaryDirectory() as folder:
         path = _write(magic + tail, folder)
         try:
-            Bundle.open_path(path).close()
+            OpenedBundle.open_path(path).close()
         except (BundleError, MetadataError) as err:
             assert str(err)
         assert sorted(os.listdir(folder)) == ["bundle.tar"]
@@ -216,7 +216,7 @@ def _assert_sane_or_refused(body: bytes) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = _write(body, folder)
         try:
-            with Bundle.open_path(path) as bundle:
+            with OpenedBundle.open_path(path) as bundle:
                 members = list(bundle.members.values())
         except IngestError as err:
             assert str(err)

@@ -13,7 +13,8 @@ import pytest
 
 from factories import TRANSACTION, file_entry, make_bundle
 from harness import chosen_database
-from pacifica.ingest.archive import Extent, FileSource
+from pacifica.ingest.archive import FileSource
+from pacifica.ingest.extent import Extent
 from pacifica.ingest.archive.local import KERNEL_COPY_MIN, LocalArchive
 from pacifica.ingest.move_sources import MoveRefused, MoveSources
 

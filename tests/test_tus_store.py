@@ -18,10 +18,10 @@ from pacifica.ingest.auth import Identity
 from pacifica.ingest.config import DatabaseSettings
 from pacifica.ingest.errors import UploadError
 from pacifica.ingest.services.ids import CounterIdSource
-from pacifica.ingest.web.intake import Intake
-from pacifica.ingest.web.staging import Staging
-from pacifica.ingest.web.tus import ResumableUploads
-from pacifica.ingest.web.tus_store import TusStore
+from pacifica.ingest.intake.intake import Intake
+from pacifica.ingest.intake.staging import Staging
+from pacifica.ingest.intake.resumable import ResumableUploads
+from pacifica.ingest.intake.tus_store import TusStore
 
 
 def acting(user: str) -> Identity:
@@ -75,7 +75,7 @@ def test_an_interrupted_chunk_keeps_its_bytes_unless_checksummed(uploads):
             return data
 
     info = uploads.create(5000, "bob")
-    with pytest.raises(UploadError, match="interrupted after 3000 of 4000"):
+    with pytest.raises(UploadError, match="interrupted: 3000 bytes of 4000 arrived"):
         uploads.append(info.upload_id, acting("bob"), 0, Broken(b"a" * 3000), 4000, None)
     assert uploads.status(info.upload_id, acting("bob"))[1] == 3000
     with pytest.raises(UploadError, match="interrupted"):

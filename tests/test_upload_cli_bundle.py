@@ -13,7 +13,7 @@ import tarfile
 import pytest
 from pacifica.uploader.metadata import FileObj, MetaObj, metadata_decode
 
-from pacifica.ingest.client.bundle_writer import Bundle, BundleInputError, collect
+from pacifica.ingest.client.bundle_writer import BundleInputError, BundleLayout, collect
 from pacifica.ingest.metadata import place_files, validate
 
 
@@ -88,7 +88,7 @@ def test_bundle_only_follows_the_original_format(tmp_path):
 
 def test_stream_is_what_tarfile_writes_and_seeks_anywhere(tmp_path):
     make_tree(tmp_path)
-    bundle = Bundle.build([str(tmp_path / "top")], {"submitter": 10})
+    bundle = BundleLayout.build([str(tmp_path / "top")], {"submitter": 10})
     written = io.BytesIO()
     assert bundle.write_to(written) == bundle.length
     data = written.getvalue()
@@ -116,7 +116,7 @@ def test_stream_is_what_tarfile_writes_and_seeks_anywhere(tmp_path):
             assert got == data[start:start + size]
 
     again = io.BytesIO()
-    Bundle.build([str(tmp_path / "top")], {"submitter": 10}).write_to(again)
+    BundleLayout.build([str(tmp_path / "top")], {"submitter": 10}).write_to(again)
     assert again.getvalue() == data  # same inputs, same bytes: a resumed upload can continue
 
 
@@ -143,7 +143,7 @@ def test_folder_named_data_resolves_under_both_rules(tmp_path):
     for relative, data in {"data/a/x": b"in data", "a/x": b"in a"}.items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(data)
-    bundle = Bundle.build([str(tmp_path / "data"), str(tmp_path / "a")])
+    bundle = BundleLayout.build([str(tmp_path / "data"), str(tmp_path / "a")])
     written = io.BytesIO()
     bundle.write_to(written)
     with tarfile.open(fileobj=io.BytesIO(written.getvalue())) as tar:

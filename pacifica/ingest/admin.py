@@ -10,10 +10,10 @@ import sys
 from . import auth, catalog, db, jobs, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
-from .files import unlink_quietly
+from .intake.files import unlink_quietly
 from .pipeline import rollback
 from .queue import Enqueuer, make_celery, submit
-from .web.staging import Staging
+from .intake.staging import Staging
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def _bundle_on_volume(job, args, settings) -> str:
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
     move = args.move or (job.kind == jobs.KIND_MOVE and not args.path)
-    target = staging.path_for(job.job_id, ".json" if move else ".tar")
+    target = staging.volume.job_input(job.job_id, move)
     if not args.path:
         if not job.path or not os.path.isfile(job.path):
             raise AdminRefused(
@@ -186,7 +186,7 @@ def _bundle_on_volume(job, args, settings) -> str:
         if size > settings.ingest.max_metadata_size:
             raise AdminRefused(f"{source} is {size} bytes, over [ingest] max_metadata_size")
         with open(source, "rb") as handle:
-            return staging.write_document(job.job_id, handle.read())
+            return staging.write_move_request(job.job_id, handle.read())
     staging.check_room(size)
     with open(source, "rb") as handle:
         return staging.receive(job.job_id, handle, size)

@@ -24,16 +24,16 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
-from . import member_digests
-from .archive import Extent
 from .errors import BundleError, MetadataError, Problems
-from .files import unlink_quietly
+from .extent import Extent
+from .intake import member_digests
+from .intake.files import unlink_quietly, written_whole
+from .intake.volume import partial, unpacked
 from .metadata import DATA_ROOT, split_path
 from .tarheaders import check_headers
 
 METADATA_NAME = "metadata.txt"
 BLOCK = 512
-UNPACKED_SUFFIX = ".unpacked"
 UNPACK_CHUNK = 1024 * 1024
 
 # magic bytes -> (format name, opener of a decompressing reader)
@@ -88,7 +88,7 @@ class MemberReader(io.RawIOBase):
         return got
 
 
-class Bundle:
+class OpenedBundle:
     """An opened, checked tar bundle on disk."""
 
     def __init__(self, path: str, members: dict[str, Member], metadata: Member | None,
@@ -109,7 +109,7 @@ class Bundle:
         if self.tar_path != self.path:
             unlink_quietly(self.tar_path)
 
-    def __enter__(self) -> "Bundle":
+    def __enter__(self) -> "OpenedBundle":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -143,7 +143,7 @@ class Bundle:
         return self._digests.get((member.offset, member.size))
 
     @classmethod
-    def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "Bundle":
+    def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "OpenedBundle":
         """Open and check a bundle (decompressing it first if need be); raise BundleError."""
         tar_path = decompress(path, limits)
         try:
@@ -192,13 +192,13 @@ def decompress(path: str, limits: BundleLimits) -> str:
     if kind is None:
         return path
     name, opener = kind
-    target = path + UNPACKED_SUFFIX
-    partial = target + ".part"
+    target = unpacked(path)
     folder = os.path.dirname(os.path.abspath(path))
     cap, reason = unpack_cap(os.path.getsize(path), shutil.disk_usage(folder).free, limits)
     written = 0
-    try:
-        with opener(path, "rb") as source, open(partial, "wb") as sink:
+    try:  # a scratch copy, removed after the ingest: whole or absent, no fsync needed
+        with opener(path, "rb") as source, written_whole(target, partial(target),
+                                                         durable=False) as sink:
             while True:
                 chunk = source.read(UNPACK_CHUNK)
                 if not chunk:
@@ -212,20 +212,12 @@ def decompress(path: str, limits: BundleLimits) -> str:
                 except OSError as err:
                     raise BundleError(f"the volume could not hold the decompressed bundle after "
                                       f"{written} bytes: {err.strerror}") from err
-        os.replace(partial, target)
-    except BundleError:
-        unlink_quietly(partial)
-        raise
     except DECOMPRESSION_ERRORS as err:
-        unlink_quietly(partial)
         if isinstance(err, EOFError):
             raise BundleError(f"the {name}-compressed bundle is truncated: its compressed stream "
                               "ends early (was the upload cut short?)") from err
         raise BundleError(f"the {name}-compressed bundle is corrupt after {written} "
                           f"decompressed bytes: {err}") from err
-    except BaseException:
-        unlink_quietly(partial)
-        raise
     return target
 
 

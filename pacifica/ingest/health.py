@@ -18,6 +18,7 @@ import requests
 
 from . import db, heartbeats, schema
 from .config import Settings
+from .intake.volume import READINESS_PROBE
 
 CACHE_SECONDS = 1.0
 PROBE_TIMEOUT = 3.0  # seconds any one check may take
@@ -55,7 +56,7 @@ def check_broker(celery_app) -> str:
 def check_volume(volume_path: str, min_free_space: int) -> str:
     """The volume takes a file, and keeps more than ``min_free_space`` free."""
     try:
-        with tempfile.NamedTemporaryFile(dir=volume_path, prefix=".ready-") as probe:
+        with tempfile.NamedTemporaryFile(dir=volume_path, prefix=READINESS_PROBE) as probe:
             probe.write(b"ready")
             probe.flush()
             os.fsync(probe.fileno())

@@ -25,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from . import db, heartbeats, jobs
 from .errors import (ArchiveError, BundleError, ChecksumMismatch, MetadataError,
                      MetadataSinkError, PolicyRejected, SizeMismatch, UploadError)
+from .intake.volume import Volume
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SIZE_BUCKETS = tuple(float(4 ** power * 1024) for power in range(0, 14))  # 1 KiB .. 64 GiB
@@ -35,7 +36,7 @@ REASONS = ("checksum", "metadata", "policy", "archive", "interrupted", "limit", 
 
 def metrics_dir(volume_path: str) -> str:
     """Where this host's processes keep their metric files."""
-    return os.path.join(volume_path, "metrics")
+    return Volume(volume_path).metrics_folder
 
 
 def enable(volume_path: str) -> None:

@@ -6,18 +6,20 @@ Imports neither cherrypy nor celery: the worker calls ``ingest_bundle`` or
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-from . import jobs, member_digests, metadata, metrics, receipts, timeline
-from .archive import ArchiveBackend, Extent, FileSource
+from . import jobs, metadata, metrics, receipts, timeline
+from .archive import ArchiveBackend, FileSource
+from .intake import member_digests
 from .archive.fanout import StoreFanout
-from .bundle import Bundle, BundleLimits
+from .bundle import BundleLimits, OpenedBundle
 from .errors import IngestError, MetadataError, Problems
+from .extent import Extent
+from .intake.files import unlink_quietly
 from .jobs import Job, Step
 from .move_sources import MoveSources, OpenedSource
 from .services.ids import MODE_FILE, IdSource
@@ -47,7 +49,7 @@ class Deps:
 STEP_ORDER = {step: position for position, step in enumerate(Step)}
 
 
-class Progress:
+class JobProgress:
     """Writes task and percent for one job, at most every ``interval`` seconds within a step.
 
     ``floor`` is the furthest step a client has already seen: when a job is run
@@ -122,7 +124,7 @@ def _file_ids(job: Job, count: int, deps: Deps) -> int:
     return first
 
 
-def _check_sizes(bundle: Bundle, placements: list[metadata.FilePlacement]) -> None:
+def _check_sizes(bundle: OpenedBundle, placements: list[metadata.FilePlacement]) -> None:
     problems = Problems()
     for placement in placements:
         found = bundle.members[placement.member].size
@@ -133,7 +135,7 @@ def _check_sizes(bundle: Bundle, placements: list[metadata.FilePlacement]) -> No
         raise MetadataError("metadata.txt does not match the bundle's files:", problems)
 
 
-def _validate(job: Job, deps: Deps, progress: Progress, parsed: metadata.IngestMetadata,
+def _validate(job: Job, deps: Deps, progress: JobProgress, parsed: metadata.IngestMetadata,
               placements: list[metadata.FilePlacement]) -> tuple[int, list]:
     """Policy Validation: the job's file ids, the list sent on, and the policy's yes."""
     progress.begin(Step.POLICY)
@@ -144,10 +146,10 @@ def _validate(job: Job, deps: Deps, progress: Progress, parsed: metadata.IngestM
     return first_id, final
 
 
-def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
+def ingest_bundle(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int]:
     """Open, validate, store and record one bundle; leave nothing in the archive on failure."""
     progress.begin(Step.OPEN_TAR)
-    with Bundle.open_path(job.path, deps.limits) as bundle:
+    with OpenedBundle.open_path(job.path, deps.limits) as bundle:
         progress.end()
 
         progress.begin(Step.LOAD_METADATA)
@@ -171,10 +173,10 @@ def ingest_bundle(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
         with rolled_back_on_failure(deps.archive, first_id, lambda: len(sources), job.job_id):
             progress.end()
 
-    return _publish(job, deps, progress, final, first_id, len(placements))
+    return _record_and_finish(job, deps, progress, final, first_id, len(placements))
 
 
-def move_files(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
+def move_files(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int]:
     """The move variant: metadata names files on this host, beneath [move] allowed_roots.
 
     Each file is held open through ``deps.moves`` (no symbolic link followed) and its
@@ -209,7 +211,7 @@ def move_files(job: Job, deps: Deps, progress: Progress) -> tuple[int, int]:
         raise
     progress.end()
 
-    return _publish(job, deps, progress, final, first_id, len(placements))
+    return _record_and_finish(job, deps, progress, final, first_id, len(placements))
 
 
 def _held_source(entry: metadata.FileEntry, held: OpenedSource) -> FileSource:
@@ -224,8 +226,8 @@ def _clip(subdir: str) -> str:
     return "/".join(parts[1:] if parts[:1] == [metadata.DATA_ROOT] else parts)
 
 
-def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
-             count: int) -> tuple[int, int]:
+def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: list,
+                       first_id: int, count: int) -> tuple[int, int]:
     """Record the metadata and the receipt; if anything fails, take the job's files back out
     of the archive.  Returns the files and bytes the job stored."""
     size = sum(int(entry.get("size") or 0) for entry in final
@@ -289,8 +291,6 @@ def _remove_quietly(path: str | None) -> None:
     if not path:
         return
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        unlink_quietly(path)
     except OSError:
         logger.warning("could not remove finished bundle %s", path, exc_info=True)

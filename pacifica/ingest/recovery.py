@@ -30,15 +30,15 @@ import socket
 from . import idempotency, jobs
 from .config import IngestSettings
 from .db import database_proxy, retrying
-from .files import fsync_directory
+from .intake.body import UPLOAD_AGAIN, interrupted
+from .intake.files import rename_durably, sync_file, unlink_quietly
+from .intake.volume import Volume, partial
 from .jobs import Job
 from .queue import WaitingJobsRetry, submit
 
 logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
-LEFTOVER_SUFFIXES = (".tar.part", ".tar.unpacked", ".tar.unpacked.part", ".tar.sha1",
-                     ".tar.sha1.part")
 REMOVED = ""  # the path of a failed job whose bundle was removed after keep_failed
 
 
@@ -163,31 +163,23 @@ def abandoned_uploads(stale_after: float) -> list[Job]:
                                                                 stale_after)]
 
 
-def interrupted_message(received: int, expected: int | None, who: str) -> str:
-    """The exception text of an upload cut short."""
-    of = f"of {expected} " if expected is not None else ""
-    return (f"the upload was interrupted: {received} bytes {of}arrived before {who} stopped; "
-            "upload the bundle again")
-
-
 def landed_body(volume_path: str, job: Job) -> str | None:
     """The bundle of an abandoned upload whose whole body had arrived, made durable; else None.
 
     The frontend renames ``<id>.tar.part`` to ``<id>.tar`` only after the last byte and an
     fsync; a part file as long as the declared Content-Length is fsynced and renamed here."""
-    final = os.path.join(volume_path, f"{job.job_id}.tar")
+    final = Volume(volume_path).bundle(job.job_id)
     if os.path.exists(final):
         return final
-    partial = final + ".part"
+    part = partial(final)
     try:
-        if job.bytes_expected is None or os.path.getsize(partial) != job.bytes_expected:
+        if job.bytes_expected is None or os.path.getsize(part) != job.bytes_expected:
             return None
-        with open(partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, final)
+        with open(part, "rb+") as handle:
+            sync_file(handle)
+        rename_durably(part, final)
     except FileNotFoundError:
         return None
-    fsync_directory(volume_path)
     return final
 
 
@@ -204,12 +196,12 @@ def fail_abandoned_uploads(volume_path: str, stale_after: float) -> list[int]:
                            "bundle is queued", job.job_id, job.owner)
             continue
         received = job.bytes_received or 0
-        partial = os.path.join(volume_path, f"{job.job_id}.tar.part")
-        if os.path.exists(partial):
-            received = max(received, os.path.getsize(partial))
+        part = partial(Volume(volume_path).bundle(job.job_id))
+        if os.path.exists(part):
+            received = max(received, os.path.getsize(part))
         who = f"the frontend process {job.owner or '(unknown)'}"
-        if jobs.fail(job.job_id, jobs.Step.UPLOADING,
-                     interrupted_message(received, job.bytes_expected, who)):
+        cut = interrupted(received, job.bytes_expected, UPLOAD_AGAIN, who)
+        if jobs.fail(job.job_id, jobs.Step.UPLOADING, str(cut)):
             remove_leftovers(volume_path, job.job_id)
             logger.warning("job %s: upload abandoned by %s after %d bytes; marked FAILED",
                            job.job_id, job.owner, received)
@@ -219,11 +211,8 @@ def fail_abandoned_uploads(volume_path: str, stale_after: float) -> list[int]:
 
 def remove_leftovers(volume_path: str, job_id: int) -> None:
     """Remove partial and decompressed copies of a job's bundle (never the bundle itself)."""
-    for suffix in LEFTOVER_SUFFIXES:
-        try:
-            os.unlink(os.path.join(volume_path, f"{job_id}{suffix}"))
-        except FileNotFoundError:
-            pass
+    for path in Volume(volume_path).leftovers(job_id):
+        unlink_quietly(path)
 
 
 def remove_failed_bundles(volume_path: str, keep_failed: float) -> list[int]:
@@ -234,25 +223,20 @@ def remove_failed_bundles(volume_path: str, keep_failed: float) -> list[int]:
     becomes REMOVED first, and only while the job is still FAILED, so a job being retried
     keeps it.
     """
-    volume = os.path.abspath(volume_path)
+    volume = Volume(volume_path)
     candidates = Job.select(Job.job_id, Job.path).where(
         (Job.state == jobs.FAILED) & Job.path.is_null(False)
-        & Job.path.startswith(volume + os.sep) & (Job.updated <= cutoff(keep_failed)))
+        & Job.path.startswith(volume.path + os.sep) & (Job.updated <= cutoff(keep_failed)))
     removed = []
     for job in candidates:
-        if os.path.dirname(job.path) != volume or not os.path.basename(job.path).startswith(
-                f"{job.job_id}."):
+        if not volume.holds_job_file(job.path, job.job_id):
             continue
         query = Job.update(path=REMOVED).where((Job.job_id == job.job_id) & (Job.path == job.path)
                                             & (Job.state == jobs.FAILED))
         if retrying(query.execute) == 0:
             continue
-        for path in (job.path, *(os.path.join(volume, f"{job.job_id}{suffix}")
-                                 for suffix in LEFTOVER_SUFFIXES)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        for path in (job.path, *volume.leftovers(job.job_id)):
+            unlink_quietly(path)
         logger.info("job %s: FAILED more than %.0f s ago; removed its bundle %s (keep_failed)",
                     job.job_id, keep_failed, job.path)
         removed.append(job.job_id)

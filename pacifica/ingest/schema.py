@@ -8,14 +8,24 @@ import peewee
 
 from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts, timeline
 from .db import BaseModel, database_proxy
-from .services import ids
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 1
 
-MODELS = (jobs.Job, ids.IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
+
+class IdCounter(BaseModel):
+    """The next free id of each kind (the embedded id source, services/ids.py)."""
+
+    mode = peewee.CharField(max_length=64, primary_key=True)
+    next_id = peewee.BigIntegerField(default=1)
+
+    class Meta:
+        table_name = "ingest_id_counters"
+
+
+MODELS = (jobs.Job, IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
           catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat, receipts.SigningKey,
           receipts.Receipt, notify.Delivery,
           idempotency.IdempotencyKey, timeline.JobStep)

@@ -17,7 +17,7 @@ import cherrypy
 from . import db, logsetup, schema, startup
 from .recovery import Janitor
 from .web.app import create_app, server_config
-from .web.tus import TusSweeper
+from .intake.resumable import TusSweeper
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from .errors import IngestError, JobNotFound
 from .http import make_session, redact
 from .jobs import Step
 from .move_sources import MoveSources
-from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
+from .pipeline import STEP_ORDER, Deps, JobCancelled, JobProgress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE, TASK_NOTIFY
 from .services.ids import CounterIdSource, UniqueIdClient
 from .services.metadata_sink import LocalMetadataSink, MetadataClient
@@ -109,7 +109,7 @@ def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
                        job_id, job.owner)
     logger.info("job %s started attempt %d", job_id, job.attempts + 1)
     started = time.monotonic()
-    progress = Progress(job_id, 0.5, floor=_step_of(job.task))
+    progress = JobProgress(job_id, 0.5, floor=_step_of(job.task))
     try:
         deps = get_deps()
         progress.interval = deps.progress_interval
@@ -144,7 +144,7 @@ def _step_of(task: str) -> Step:
 
 
 def _run_through_outages(job_id: int, task_name: str, deps: Deps,
-                         progress: Progress) -> tuple[int, int]:
+                         progress: JobProgress) -> tuple[int, int]:
     """Run the pipeline; when the database drops, wait for it and run it again (idempotent).
 
     Returns the files and bytes the job stored."""

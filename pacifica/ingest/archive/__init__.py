@@ -6,14 +6,7 @@ from typing import BinaryIO, Callable, Optional, Protocol
 
 from ..checksum import HashingReader, Tally
 from ..config import Settings
-
-
-@dataclass(frozen=True)
-class Extent:
-    """Where a file's bytes lie in an open file: lets a backend copy them in the kernel."""
-
-    fd: int
-    offset: int
+from ..extent import Extent
 
 
 @dataclass(frozen=True)

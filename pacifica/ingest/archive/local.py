@@ -16,10 +16,11 @@ import os
 import threading
 from typing import BinaryIO
 
-from . import Extent, FileSource
 from ..config import Settings
 from ..errors import ArchiveError
-from ..files import unlink_quietly
+from ..extent import Extent
+from ..intake.files import unlink_quietly
+from . import FileSource
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class LocalArchive:
             source.verify(tally)
             if source.mtime:
                 os.utime(descriptor, (source.mtime, source.mtime))
-            self._publish(descriptor, partial, final)
+            self._give_name(descriptor, partial, final)
         except OSError as err:
             _close_and_discard(descriptor, partial)
             raise ArchiveError(f"could not write file id {file_id} to the local archive: "
@@ -136,7 +137,7 @@ class LocalArchive:
         partial = final + PART_SUFFIX
         return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), partial
 
-    def _publish(self, descriptor: int, partial: str | None, final: str) -> None:
+    def _give_name(self, descriptor: int, partial: str | None, final: str) -> None:
         """Give the verified file its name, replacing an earlier copy of the same id."""
         if partial is not None:
             os.replace(partial, final)

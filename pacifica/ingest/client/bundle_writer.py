@@ -21,7 +21,7 @@ import stat
 import tarfile
 from typing import Callable, Iterable
 
-from ..files import unlink_quietly
+from ..intake.files import unlink_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ METADATA_NAME = "metadata.txt"
 TAR_FORMAT = tarfile.PAX_FORMAT
 HASH_BLOCK = 1024 * 1024
 
-Progress = Callable[[int], None]
+OnBytes = Callable[[int], None]
 
 
 class BundleInputError(ValueError):
@@ -98,7 +98,7 @@ def _add(found: dict, path: str, relative: str) -> None:
     found[relative] = SourceFile(path, relative, info.st_size, info.st_mtime, info.st_ctime)
 
 
-def hash_file(source: SourceFile, hashtype: str, on_bytes: Progress | None = None) -> str:
+def hash_file(source: SourceFile, hashtype: str, on_bytes: OnBytes | None = None) -> str:
     """The hex digest of a file, read once in large blocks."""
     hasher = hashlib.new(hashtype)
     seen = 0
@@ -182,7 +182,7 @@ class Segment:
     source: SourceFile | None = None
 
 
-class Bundle:
+class BundleLayout:
     """A bundle laid out in advance: its metadata, its exact length, its bytes on demand."""
 
     def __init__(self, files: list[SourceFile], metadata: list):
@@ -204,14 +204,14 @@ class Bundle:
     @classmethod
     def build(cls, paths: Iterable[str], transaction: dict | None = None,
               key_values: Iterable[tuple[str, str]] = (), hashtype: str = "sha1",
-              on_hashed: Progress | None = None) -> "Bundle":
+              on_hashed: OnBytes | None = None) -> "BundleLayout":
         """Collect the files, hash them, and lay the bundle out."""
         return cls.from_files(collect(paths), transaction, key_values, hashtype, on_hashed)
 
     @classmethod
     def from_files(cls, files: list[SourceFile], transaction: dict | None = None,
                    key_values: Iterable[tuple[str, str]] = (), hashtype: str = "sha1",
-                   on_hashed: Progress | None = None) -> "Bundle":
+                   on_hashed: OnBytes | None = None) -> "BundleLayout":
         """Hash collected files and lay the bundle out."""
         try:
             hashlib.new(hashtype)
@@ -244,7 +244,7 @@ class Bundle:
         """The segment holding byte ``offset``."""
         return self.segments[bisect.bisect_right(self._starts, offset) - 1]
 
-    def write_to(self, target, on_bytes: Progress | None = None, block: int = HASH_BLOCK) -> int:
+    def write_to(self, target, on_bytes: OnBytes | None = None, block: int = HASH_BLOCK) -> int:
         """Write the whole bundle to a binary file object; return the byte count."""
         written = 0
         with self.open() as stream:
@@ -258,7 +258,7 @@ class Bundle:
                     on_bytes(len(data))
 
 
-def save(bundle: Bundle, target: str, on_bytes: Progress | None = None) -> None:
+def save(bundle: BundleLayout, target: str, on_bytes: OnBytes | None = None) -> None:
     """Write the bundle to the path ``target`` without following a link planted there.
 
     A new or regular file is written as ``TARGET.part`` (created afresh, never through a
@@ -302,7 +302,7 @@ def _latest(files: list[SourceFile]) -> float:
 class BundleStream(io.RawIOBase):
     """The bundle's bytes as a file: ``read`` from any position, ``len()`` is the total."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: BundleLayout):
         super().__init__()
         self.bundle = bundle
         self.position = 0
@@ -371,7 +371,7 @@ class BundleStream(io.RawIOBase):
 class Window(io.RawIOBase):
     """``count`` bytes of a stream from ``offset`` on: one tus PATCH body, with progress."""
 
-    def __init__(self, stream, offset: int, count: int, on_bytes: Progress | None = None):
+    def __init__(self, stream, offset: int, count: int, on_bytes: OnBytes | None = None):
         super().__init__()
         self.stream = stream
         self.remaining = count

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..config import ConfigError, parse_size
-from .bundle_writer import Bundle, BundleInputError, SourceChanged, collect, save
+from .bundle_writer import BundleInputError, BundleLayout, SourceChanged, collect, save
 from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed, UPLOAD_TASKS,
                      submission_key, task_position)
 
@@ -180,13 +180,14 @@ def _transaction(args) -> dict:
     return fields
 
 
-def _build(args, report: Reporter, files=None) -> Bundle:
+def _build(args, report: Reporter, files=None) -> BundleLayout:
     files = collect(args.paths) if files is None else files
     with report.bar("hashing", sum(source.size for source in files)) as bar:
-        return Bundle.from_files(files, _transaction(args), args.kv, args.hashtype, bar.update)
+        return BundleLayout.from_files(files, _transaction(args), args.kv, args.hashtype,
+                                       bar.update)
 
 
-def _write_bundle(bundle: Bundle, target: str, report: Reporter) -> int:
+def _write_bundle(bundle: BundleLayout, target: str, report: Reporter) -> int:
     with report.bar("writing", bundle.length) as bar:
         if target == "-":
             bundle.write_to(sys.stdout.buffer, bar.update)

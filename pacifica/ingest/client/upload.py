@@ -17,7 +17,7 @@ import requests
 from urllib3.exceptions import NameResolutionError
 from urllib3.util.retry import Retry
 
-from .bundle_writer import Progress, SourceChanged, Window
+from .bundle_writer import OnBytes, SourceChanged, Window
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class IngestClient:
 
     # -- one POST ---------------------------------------------------------------------
 
-    def post_bundle(self, stream, length: int, on_bytes: Progress | None = None,
+    def post_bundle(self, stream, length: int, on_bytes: OnBytes | None = None,
                     path: str = "/upload", key: str = "") -> dict:
         """Stream the bundle in one request; return the job's state.
 
@@ -213,7 +213,7 @@ class IngestClient:
     # -- resumable (tus) --------------------------------------------------------------
 
     def tus_upload(self, stream, length: int, chunk_size: int, on_offset: Callable[[int], None],
-                   on_bytes: Progress | None = None, store: ResumeStore | None = None,
+                   on_bytes: OnBytes | None = None, store: ResumeStore | None = None,
                    key: str = "", filename: str = "bundle.tar",
                    idempotency_key: str = "") -> int:
         """Send the bundle in PATCHes, resuming after breaks (and across runs); return the job id."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-import peewee
 import requests
 
-from ..db import BaseModel, database_proxy, retrying
+from ..db import database_proxy, retrying
 from ..errors import ServiceUnavailable
 from ..http import call_service, redact, reply_message
+from ..schema import IdCounter
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +22,6 @@ class IdSource(Protocol):
 
     def reserve(self, count: int, mode: str) -> int:
         """Reserve ``count`` ids of a kind and return the first."""
-
-
-class IdCounter(BaseModel):
-    """The next free id of each kind (embedded id source)."""
-
-    mode = peewee.CharField(max_length=64, primary_key=True)
-    next_id = peewee.BigIntegerField(default=1)
-
-    class Meta:
-        table_name = "ingest_id_counters"
 
 
 class CounterIdSource:

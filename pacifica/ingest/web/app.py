@@ -20,13 +20,13 @@ from .fast_state import FastJobState
 from .health import Health, Ready
 from .handlers import JobFiles, JobState, Move, Root, Upload
 from .identity import Identifier
-from .intake import Intake
+from ..intake.intake import Intake
 from .metrics import mount as mount_metrics
 from .pages import mount as mount_pages
 from .receipts import mount as mount_receipts
 from .limits import UploadSlots, read_timeout, thread_pool
-from .staging import Staging
-from .tus import build_uploads
+from ..intake.staging import Staging
+from ..intake.resumable import build_uploads
 from .tus import mount as mount_tus
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import time
 from gunicorn.workers.gthread import ThreadWorker
 
 from ..config import load
-from .deadlines import DEADLINES, shut_reading
+from ..intake.deadlines import DEADLINES, shut_reading
 from .limits import read_timeout
 
 

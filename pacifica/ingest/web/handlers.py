@@ -11,7 +11,8 @@ from . import pages
 from .errors import json_errors, parse_job_id
 from .framing import body_length
 from .identity import Authenticated, Identifier
-from .intake import Intake
+from ..intake.body import READ_PIECE
+from ..intake.intake import Intake
 from .limits import UploadSlots
 
 # Body types a page on another site may POST without the browser asking first (CORS "simple
@@ -73,7 +74,7 @@ DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of a replayed request's body read and dr
 def drop_body(stream, length: int) -> None:
     """Read and discard ``length`` bytes of a request body (or until it ends)."""
     while length > 0:
-        piece = stream.read(min(length, 256 * 1024))
+        piece = stream.read(min(length, READ_PIECE))
         if not piece:
             return
         length -= len(piece)

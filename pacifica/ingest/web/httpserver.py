@@ -27,11 +27,11 @@ from cheroot import wsgi as cheroot_wsgi
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
 from ..errors import UploadError
-from .deadlines import DEADLINES, shut_reading
+from ..intake.deadlines import DEADLINES, shut_reading
 from .errors import error_json
 from .framing import body_length
 from .header_names import fold_header_dict
-from .staging import READ_PIECE
+from ..intake.body import READ_PIECE
 
 SOCKET_KEY = "pacifica.ingest.socket"
 CRLF = b"\r\n"

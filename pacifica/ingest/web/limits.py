@@ -18,9 +18,9 @@ import cherrypy
 
 from ..config import Settings
 from ..errors import UploadError
-from .deadlines import shut_reading
+from ..intake.deadlines import shut_reading
 from .httpserver import SOCKET_KEY
-from .staging import READ_PIECE, Body, RateFloor, body_chunks
+from ..intake.body import Body, RateFloor, body_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class FloorReader:
     """
 
     def __init__(self, body: Body):
-        self._chunks = body_chunks(body, None, READ_PIECE, _interrupted)
+        self._chunks = body_chunks(body, None, "send the request again")
         self._rest = b""
 
     def _fill(self, enough: Callable[[], bool]) -> None:
@@ -166,12 +166,6 @@ class FloorReader:
         self._fill(lambda: b"\n" in self._rest or (limit is not None and len(self._rest) >= limit))
         end = self._rest.find(b"\n") + 1 or len(self._rest)
         return self._take(end if limit is None else min(end, limit))
-
-
-def _interrupted(received: int, _length, err) -> UploadError:
-    cause = f" ({err})" if err else ""
-    return UploadError(f"the request body was interrupted after {received} bytes{cause}",
-                       status=400)
 
 
 def _floor_bodies(slots: UploadSlots) -> None:

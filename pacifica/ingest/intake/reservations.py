@@ -22,10 +22,9 @@ from ..errors import UploadError
 from ..jobs import Job
 from .staging import Staging
 from .tus_store import TusStore
+from .volume import partial
 
 logger = logging.getLogger(__name__)
-
-LOCK_NAME = "reservations.lock"
 
 
 @dataclasses.dataclass
@@ -79,7 +78,7 @@ class Reservations:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The volume-wide lock (threads and processes alike: one open file each)."""
-        with open(os.path.join(self.store.root, LOCK_NAME), "a+b") as handle:
+        with open(self.staging.volume.reservations_lock, "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             yield
 
@@ -91,7 +90,7 @@ class Reservations:
                         & Job.bytes_expected.is_null(False)))
         for job in query:
             try:
-                received = os.path.getsize(self.staging.path_for(job.job_id, ".tar.part"))
+                received = os.path.getsize(partial(self.staging.volume.bundle(job.job_id)))
             except FileNotFoundError:
                 received = 0
             yield job.user, max(job.bytes_expected - received, 0)

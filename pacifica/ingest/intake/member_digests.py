@@ -23,23 +23,18 @@ import queue
 import tarfile
 import threading
 
-from .files import unlink_quietly
+from .files import unlink_quietly, written_whole
+from .volume import digests as digests_path, partial
 
 logger = logging.getLogger(__name__)
 
 MIN_MEMBER_SIZE = 4 * 1024 * 1024  # below this the worker's one read of a member is cheap
-SUFFIX = ".sha1"
 MAX_EXTENSION_SIZE = 1024 * 1024
 FORMAT_LINE = "pacifica-ingest member sha1 1"
 BLOCK = tarfile.BLOCKSIZE
 _PAX = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
 _SKIPPED_EXTENSIONS = (tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _QUEUED_PIECES = 8
-
-
-def digests_path(bundle_path: str) -> str:
-    """Where the digests of a bundle's members are kept."""
-    return bundle_path + SUFFIX
 
 
 class TarDigester:
@@ -201,11 +196,8 @@ class BodyDigester:
         target = digests_path(bundle_path)
         lines = [_identity(os.fstat(body_fd))]
         lines += [f"{offset} {size} {digest}" for offset, size, digest in records]
-        with open(target + ".part", "w", encoding="ascii") as handle:
+        with written_whole(target, partial(target), "w", encoding="ascii") as handle:
             handle.write("\n".join(lines) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(target + ".part", target)
 
 
 def _identity(stat: os.stat_result) -> str:

@@ -109,7 +109,7 @@ class Intake:
         if not isinstance(document, list):
             raise UploadError("a move request is a JSON list of metadata objects", status=400)
         job_id = self.new_job(user, jobs.KIND_MOVE, None, claim, callback)
-        path = self.staging.write_document(job_id, json.dumps(document).encode("utf-8"))
+        path = self.staging.write_move_request(job_id, json.dumps(document).encode("utf-8"))
         jobs.set_fields(job_id, path=path, task_percent=100.0, queue_state=jobs.WAITING,
                         owner="")
         submit(job_id, jobs.KIND_MOVE, self.enqueue)

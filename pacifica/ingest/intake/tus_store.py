@@ -21,16 +21,18 @@ import uuid
 from typing import BinaryIO, Iterator
 
 from ..errors import UploadError
-from ..files import fsync_directory, unlink_quietly
-from .staging import body_chunks
+from .body import body_chunks
+from .files import sync_file, unlink_quietly, written_whole
+from .volume import (TUS_BYTES, TUS_DESCRIPTION, TUS_DESCRIPTION_PART, TUS_LOCK, TUS_SUFFIXES,
+                     Volume)
 
 logger = logging.getLogger(__name__)
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 METADATA_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token, as tus asks
-CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 CHECKSUM_MISMATCH = "460 Checksum Mismatch"
 LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
+RESUME = "ask HEAD for the offset and resume from there"
 
 
 @dataclasses.dataclass
@@ -56,7 +58,8 @@ class TusStore:
     """Partial uploads and their descriptions, one directory on the volume."""
 
     def __init__(self, volume_path: str, expiry: float, transfer_size: int):
-        self.root = os.path.join(volume_path, "tus")
+        self.volume = Volume(volume_path)
+        self.root = self.volume.tus_folder
         self.expiry = expiry
         self.transfer_size = transfer_size
         # open upload id -> (length, user, last activity when first seen): see open_uploads
@@ -68,18 +71,18 @@ class TusStore:
     def _path(self, upload_id: str, suffix: str) -> str:
         if not UPLOAD_ID.fullmatch(upload_id or ""):
             raise not_found(str(upload_id)[:64])
-        return os.path.join(self.root, upload_id + suffix)
+        return self.volume.tus_file(upload_id, suffix)
 
     def part_path(self, upload_id: str) -> str:
         """Where the bytes of an upload accumulate."""
-        return self._path(upload_id, ".part")
+        return self._path(upload_id, TUS_BYTES)
 
     def ids(self) -> list[str]:
         """Every upload id that has a description or a lock on the volume."""
         found = set()
         for name in os.listdir(self.root):
-            stem, _, suffix = name.partition(".")
-            if UPLOAD_ID.fullmatch(stem) and suffix in ("json", "lock", "part"):
+            stem, suffix = os.path.splitext(name)
+            if UPLOAD_ID.fullmatch(stem) and suffix in (TUS_DESCRIPTION, TUS_LOCK, TUS_BYTES):
                 found.add(stem)
         return sorted(found)
 
@@ -89,7 +92,7 @@ class TusStore:
         """A new empty upload with an unguessable id."""
         info = UploadInfo(uuid.uuid4().hex, length, user, metadata, created=time.time(),
                           callback=callback)
-        open(self._path(info.upload_id, ".lock"), "xb").close()  # pylint: disable=consider-using-with
+        open(self._path(info.upload_id, TUS_LOCK), "xb").close()  # pylint: disable=consider-using-with
         open(self.part_path(info.upload_id), "xb").close()  # pylint: disable=consider-using-with
         self.save(info)
         return info
@@ -97,7 +100,7 @@ class TusStore:
     def load(self, upload_id: str) -> UploadInfo:
         """The description of an upload, or 404."""
         try:
-            with open(self._path(upload_id, ".json"), encoding="utf-8") as handle:
+            with open(self._path(upload_id, TUS_DESCRIPTION), encoding="utf-8") as handle:
                 stored = json.load(handle)
             # older versions also kept a "landed" flag: the job row says that now
             return UploadInfo(**{field.name: stored[field.name]
@@ -108,17 +111,14 @@ class TusStore:
 
     def save(self, info: UploadInfo) -> None:
         """Write the description durably (temp file, fsync, rename)."""
-        final = self._path(info.upload_id, ".json")
-        with open(final + ".tmp", "w", encoding="utf-8") as handle:
+        with written_whole(self._path(info.upload_id, TUS_DESCRIPTION),
+                           self._path(info.upload_id, TUS_DESCRIPTION_PART),
+                           "w", encoding="utf-8") as handle:
             json.dump(dataclasses.asdict(info), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(final + ".tmp", final)
-        fsync_directory(self.root)
 
     def remove(self, upload_id: str) -> None:
         """Forget an upload and its bytes (call with its lock held)."""
-        for suffix in (".part", ".json", ".json.tmp", ".lock"):
+        for suffix in TUS_SUFFIXES:
             unlink_quietly(self._path(upload_id, suffix))
 
     def offset(self, info: UploadInfo) -> int:
@@ -139,8 +139,8 @@ class TusStore:
         """
         present = set()
         for name in os.listdir(self.root):
-            upload_id, _, suffix = name.partition(".")
-            if suffix != "part" or not UPLOAD_ID.fullmatch(upload_id):
+            upload_id, suffix = os.path.splitext(name)
+            if suffix != TUS_BYTES or not UPLOAD_ID.fullmatch(upload_id):
                 continue
             present.add(upload_id)
             try:
@@ -170,7 +170,7 @@ class TusStore:
     def last_activity(self, upload_id: str) -> float:
         """When the upload last received bytes or changed its description."""
         times = []
-        for suffix in (".part", ".json", ".lock"):
+        for suffix in (TUS_BYTES, TUS_DESCRIPTION, TUS_LOCK):
             try:
                 times.append(os.path.getmtime(self._path(upload_id, suffix)))
             except FileNotFoundError:
@@ -195,7 +195,7 @@ class TusStore:
     def locked(self, upload_id: str, wait: float = LOCK_WAIT) -> Iterator[None]:
         """Hold the upload's lock; 423 if another request keeps it longer than ``wait``."""
         try:
-            descriptor = os.open(self._path(upload_id, ".lock"), os.O_RDWR)
+            descriptor = os.open(self._path(upload_id, TUS_LOCK), os.O_RDWR)
         except FileNotFoundError:
             raise not_found(upload_id) from None
         try:
@@ -236,23 +236,23 @@ class TusStore:
             except BaseException:
                 if hasher is not None:
                     target.truncate(offset)
-                _sync(target)
+                sync_file(target)
                 raise
             if hasher is not None and hasher.digest() != checksum[1]:
                 target.truncate(offset)
-                _sync(target)
+                sync_file(target)
                 found = base64.b64encode(hasher.digest()).decode("ascii")
                 expected = base64.b64encode(checksum[1]).decode("ascii")
                 raise UploadError(f"the chunk at offset {offset} does not match its "
                                   f"Upload-Checksum: {checksum[0]} expected {expected}, got "
                                   f"{found}; it was discarded, send it again",
                                   status=CHECKSUM_MISMATCH)
-            _sync(target)
+            sync_file(target)
         return offset + received
 
     def _copy(self, stream, target, count, room, hasher) -> int:
         received = 0
-        for chunk in body_chunks(stream, count, self.transfer_size, _interrupted):
+        for chunk in body_chunks(stream, count, RESUME, self.transfer_size):
             if received + len(chunk) > room:
                 target.truncate(target.tell() - received)
                 raise UploadError(f"the chunk runs past the upload's declared length: only "
@@ -263,26 +263,6 @@ class TusStore:
                 hasher.update(chunk)
             received += len(chunk)
         return received
-
-
-def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
-    """``Upload-Checksum: sha1 <base64>`` -> ('sha1', digest); 400 on anything else."""
-    if not header:
-        return None
-    algorithm, _, encoded = header.strip().partition(" ")
-    algorithm = algorithm.lower()
-    if algorithm not in CHECKSUM_ALGORITHMS:
-        raise UploadError(f"checksum algorithm {algorithm!r} is not supported; use one of "
-                          f"{', '.join(CHECKSUM_ALGORITHMS)}", status=400)
-    try:
-        digest = base64.b64decode(encoded.strip(), validate=True)
-    except (ValueError, TypeError):
-        raise UploadError(f"Upload-Checksum {header!r} is not '<algorithm> <base64 digest>'",
-                          status=400) from None
-    if len(digest) != hashlib.new(algorithm).digest_size:
-        raise UploadError(f"Upload-Checksum carries {len(digest)} bytes, a {algorithm} digest "
-                          f"has {hashlib.new(algorithm).digest_size}", status=400)
-    return algorithm, digest
 
 
 def parse_metadata(header: str | None, max_size: int = 0) -> dict[str, str]:
@@ -312,15 +292,3 @@ def parse_metadata(header: str | None, max_size: int = 0) -> dict[str, str]:
             raise UploadError(f"Upload-Metadata pair {shown!r} is not '<key> <base64>'",
                               status=400) from None
     return result
-
-
-def _interrupted(received: int, count: int | None, err) -> UploadError:
-    expected = f" of {count}" if count is not None else ""
-    cause = f" ({err})" if err else ""
-    return UploadError(f"the chunk was interrupted after {received}{expected} bytes{cause}; "
-                       "ask HEAD for the offset and resume from there", status=400)
-
-
-def _sync(handle) -> None:
-    handle.flush()
-    os.fsync(handle.fileno())
