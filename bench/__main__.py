@@ -63,8 +63,10 @@ def run_system(name: str, url: str, pids: dict, archive_root: str, paths: dict, 
         for run in range(runs):
             if between:
                 between()
+            settle_s = floor.settle()  # no dirty pages of earlier work flushed inside the run
             figures = ingest_once(url, path, bundle, pids, archive_root)
-            recorder.add({"kind": "ingest", "system": name, "run": run, **figures})
+            recorder.add({"kind": "ingest", "system": name, "run": run, "settle_s": settle_s,
+                          **figures})
             last_job = figures["job_id"]
             logger.info("%-13s %-4s run %d: POST %.2fs, end-to-end %.2fs, %.0f files/s, "
                         "frontend %.1f MiB, worker %.1f MiB%s", name, bundle, run,
@@ -138,11 +140,11 @@ def main(argv=None) -> int:
     try:
         for name, path in paths.items():
             for run in range(args.runs):
-                figures = floor.measure(path, os.path.join(workdir, "floor"))
+                figures = floor.measure(path, bundles.SHAPES[name],
+                                        os.path.join(workdir, "floor"))
                 recorder.add({"kind": "floor", "bundle": name, "run": run, **figures})
-                logger.info("floor         %-4s run %d: cp %.2fs + sha1sum %.2fs = %.2fs "
-                            "(sync %.2fs)", name, run, figures["cp_s"], figures["sha1sum_s"],
-                            figures["floor_s"], figures["sync_s"])
+                logger.info("floor         %-4s run %d: %s = %.2fs (%s)", name, run,
+                            figures["floor"], figures["floor_s"], floor.describe(figures))
         if "ours-local" in systems:
             _ours(os.path.join(workdir, "ours-local"), None, "ours-local", paths, args.runs,
                   recorder, stream_bundle, load_seconds)

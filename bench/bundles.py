@@ -36,6 +36,11 @@ class Shape:
         """Bytes of file data in the bundle."""
         return self.files * self.size
 
+    @property
+    def many_files(self) -> bool:
+        """Whether creating the files, not moving the bytes, sets this bundle's floor."""
+        return self.files >= 1000
+
     def member_path(self, index: int) -> str:
         """``data/...`` path of file ``index``; the many-file shape nests two levels."""
         if self.files > 1000:
