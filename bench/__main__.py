@@ -12,10 +12,9 @@ import os
 import platform
 import shutil
 import tempfile
-import time
 
-from . import bundles, floor, load, ours, report
-from .measure import SlowUpload, ingest_once
+from . import bundles, floor, load, ours, report, state
+from .measure import ingest_once
 from .client import Client
 
 logger = logging.getLogger("bench")
@@ -51,12 +50,11 @@ class Recorder:
 
 
 def run_system(name: str, url: str, pids: dict, archive_root: str, paths: dict, runs: int,
-               recorder: Recorder, between=None) -> int | None:
-    """Every selected bundle ``runs`` times on one system; the last job id (for get_state)."""
-    last_job = None
+               recorder: Recorder, between=None) -> int:
+    """Every selected bundle ``runs`` times on one system; the warm-up job's id (for get_state)."""
     warm = Client(url)
     try:  # the first job pays for imports and connections: keep it out of the figures
-        warm.ingest(bundles.ensure("tiny", os.path.join(HERE, ".cache")))
+        job_id = warm.ingest(bundles.ensure("tiny", os.path.join(HERE, ".cache")))["job_id"]
     finally:
         warm.close()
     for bundle, path in paths.items():
@@ -67,44 +65,13 @@ def run_system(name: str, url: str, pids: dict, archive_root: str, paths: dict, 
             figures = ingest_once(url, path, bundle, pids, archive_root)
             recorder.add({"kind": "ingest", "system": name, "run": run, "settle_s": settle_s,
                           **figures})
-            last_job = figures["job_id"]
             logger.info("%-13s %-4s run %d: POST %.2fs, end-to-end %.2fs, %.0f files/s, "
                         "frontend %.1f MiB, worker %.1f MiB%s", name, bundle, run,
                         figures["post_s"], figures["end_to_end_s"], figures["files_s"],
                         figures["rss_mib"]["frontend"], figures["rss_mib"]["worker_largest"],
                         "" if figures["ok"] else f"  NOT OK: {figures['state']} "
                         f"{figures['stored_files']} stored {figures['exception']}")
-    return last_job
-
-
-def load_test(name: str, url: str, job_id: int, stream_bundle: str | None, seconds: int,
-              recorder: Recorder) -> None:
-    """wrk on get_state for ``seconds`` while a rate-limited upload streams; wait for its job."""
-    upload = None
-    if stream_bundle:
-        size = os.path.getsize(stream_bundle)
-        upload = SlowUpload(url, stream_bundle, rate=size / (seconds + 2))
-        upload.start()
-        time.sleep(0.5)
-    figures = load.run(f"{url}/get_state?job_id={job_id}", seconds=seconds)
-    recorder.add({"kind": "load", "system": name, "seconds": seconds, "connections": 32,
-                  "streaming": bool(stream_bundle), **figures})
-    logger.info("%-13s get_state: %.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %s %s", name,
-                figures["rps"], figures["p50_ms"], figures["p99_ms"], figures["non_2xx"],
-                figures["socket_errors"])
-    if upload:
-        upload.join(timeout=300)
-        if upload.answer:
-            client = Client(url)
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                state = client.state(upload.answer["job_id"])
-                if state.get("state") != "OK" or state.get("complete") or (
-                        state.get("task") == "ingest metadata"
-                        and int(float(state.get("task_percent") or 0)) == 100):
-                    break
-                time.sleep(0.2)
-            client.close()
+    return job_id
 
 
 def main(argv=None) -> int:
@@ -117,7 +84,14 @@ def main(argv=None) -> int:
                         help="ours-local, ours-pacifica (real Archive Interface + UniqueID), "
                              "original (pacifica-ingest 0.4.1)")
     parser.add_argument("--load-seconds", type=int, default=10,
-                        help="wrk duration on get_state (0: skip)")
+                        help="wrk duration on get_state, each of idle and streaming (0: skip)")
+    parser.add_argument("--web-concurrency", default="2,4",
+                        help="gunicorn processes (as Dockerfile.frontend runs it) to measure "
+                             "get_state with")
+    parser.add_argument("--stream", default="big", choices=sorted(bundles.SHAPES),
+                        help="bundle uploaded while get_state is measured")
+    parser.add_argument("--stream-rate", type=float, default=50,
+                        help="MB/s of that upload (slower if it would end before wrk does)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -133,9 +107,11 @@ def main(argv=None) -> int:
     recorder = Recorder(os.path.join(args.out, f"{stamp}.jsonl"))
     paths = {name: bundles.ensure(name, os.path.join(HERE, ".cache")) for name in names}
     workdir = args.workdir or tempfile.mkdtemp(prefix="ingest-bench-")
-    stream_bundle = bundles.ensure("mid", os.path.join(HERE, ".cache"))
-    load_seconds = args.load_seconds if load.available() else 0
-    if args.load_seconds and not load.available():
+    state_load = None  # (bundle streamed, its rate in B/s, wrk seconds)
+    if args.load_seconds and load.available():
+        state_load = (bundles.ensure(args.stream, os.path.join(HERE, ".cache")),
+                      args.stream_rate * 1e6, args.load_seconds)
+    elif args.load_seconds:
         logger.warning("wrk is not installed (apt-get install wrk): get_state load skipped")
     try:
         for name, path in paths.items():
@@ -147,9 +123,14 @@ def main(argv=None) -> int:
                             figures["floor"], figures["floor_s"], floor.describe(figures))
         if "ours-local" in systems:
             _ours(os.path.join(workdir, "ours-local"), None, "ours-local", paths, args.runs,
-                  recorder, stream_bundle, load_seconds)
+                  recorder, state_load)
+            for processes in [int(n) for n in args.web_concurrency.split(",") if n]:
+                if state_load:  # the frontend as the image runs it: get_state only
+                    name = f"{report.GUNICORN}{processes}"
+                    _ours(os.path.join(workdir, name), None, name, {}, args.runs, recorder,
+                          state_load, web_concurrency=processes)
         if "ours-pacifica" in systems or "original" in systems:
-            _pacifica(workdir, systems, paths, args.runs, recorder, stream_bundle, load_seconds)
+            _pacifica(workdir, systems, paths, args.runs, recorder, state_load)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -165,28 +146,33 @@ def main(argv=None) -> int:
     return 0
 
 
-def _ours(workdir, services, name, paths, runs, recorder, stream_bundle, load_seconds,
-          archive_root=None, between=None) -> None:
-    stack = ours.start(workdir, services)
+def _ours(workdir, services, name, paths, runs, recorder, state_load, archive_root=None,
+          between=None, web_concurrency=None) -> None:
+    stack = ours.start(workdir, services, web_concurrency)
     try:
         root = archive_root or stack.archive
         os.makedirs(root, exist_ok=True)
         job = run_system(name, stack.url, ours.pids(stack), root, paths, runs, recorder,
                          between or (lambda: ours.clean(stack)))
-        if load_seconds and job:
-            load_test(name, stack.url, job, stream_bundle, load_seconds, recorder)
+        if state_load:
+            _state(name, stack.url, job, state_load, recorder)
     finally:
         stack.stop()
 
 
-def _pacifica(workdir, systems, paths, runs, recorder, stream_bundle, load_seconds) -> None:
+def _state(name, url, job, state_load, recorder) -> None:
+    stream, rate, seconds = state_load
+    state.measure(name, url, job, stream, seconds, rate, recorder.add)
+
+
+def _pacifica(workdir, systems, paths, runs, recorder, state_load) -> None:
     from . import services, original  # pylint: disable=import-outside-toplevel
     services.ensure_venv()
     backends = services.Backends(os.path.join(workdir, "pacifica")).start()
     try:
         if "ours-pacifica" in systems:
             _ours(os.path.join(workdir, "ours-pacifica"), backends.service_env(), "ours-pacifica",
-                  paths, runs, recorder, stream_bundle, load_seconds,
+                  paths, runs, recorder, None,  # same frontend as ours-local: no get_state
                   archive_root=backends.archive_root, between=backends.clean_archive)
         if "original" in systems:
             theirs = original.Original(backends).start()
@@ -196,8 +182,8 @@ def _pacifica(workdir, systems, paths, runs, recorder, stream_bundle, load_secon
                 theirs.clean()
             job = run_system("original", theirs.url, theirs.pids(), backends.archive_root, paths,
                              runs, recorder, between)
-            if load_seconds and job:
-                load_test("original", theirs.url, job, stream_bundle, load_seconds, recorder)
+            if state_load:
+                _state("original", theirs.url, job, state_load, recorder)
     finally:
         backends.stop()
 
