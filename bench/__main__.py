@@ -13,7 +13,7 @@ import platform
 import shutil
 import tempfile
 
-from . import bundles, floor, load, ours, report, state
+from . import bundles, floor, load, ours, plot, report, state
 from .measure import ingest_once
 from .client import Client
 
@@ -92,6 +92,9 @@ def main(argv=None) -> int:
                         help="bundle uploaded while get_state is measured")
     parser.add_argument("--stream-rate", type=float, default=50,
                         help="MB/s of that upload (slower if it would end before wrk does)")
+    parser.add_argument("--curves", default=",".join(bundles.CURVE_POINTS),
+                        help="growth-curve points on ours-local: files 1k,10k,100k (1 KiB "
+                             "each); bundle bytes 64M,1G,4G (4 files); '' for none")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -99,14 +102,19 @@ def main(argv=None) -> int:
 
     names = [n for n in args.only.split(",") if n]
     systems = [s for s in args.systems.split(",") if s]
-    unknown = set(names) - set(bundles.SHAPES) | set(systems) - set(report.SYSTEMS)
+    labels = [c for c in args.curves.split(",") if c]
+    unknown = set(names) - set(bundles.SHAPES) | set(systems) - set(report.SYSTEMS) | (
+        set(labels) - set(bundles.CURVE_POINTS))
     if unknown:
-        parser.error(f"unknown bundle or system: {', '.join(sorted(unknown))}")
+        parser.error(f"unknown bundle, system or curve point: {', '.join(sorted(unknown))}")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     os.makedirs(args.out, exist_ok=True)
     recorder = Recorder(os.path.join(args.out, f"{stamp}.jsonl"))
     paths = {name: bundles.ensure(name, os.path.join(HERE, ".cache")) for name in names}
     workdir = args.workdir or tempfile.mkdtemp(prefix="ingest-bench-")
+    curves = {name: bundles.ensure(name, os.path.join(HERE, ".cache"))
+              for name in dict.fromkeys(bundles.CURVE_POINTS[label] for label in labels)
+              if name not in paths and _fits(name, workdir, recorder)}
     state_load = None  # (bundle streamed, its rate in B/s, wrk seconds)
     if args.load_seconds and load.available():
         state_load = (bundles.ensure(args.stream, os.path.join(HERE, ".cache")),
@@ -114,7 +122,7 @@ def main(argv=None) -> int:
     elif args.load_seconds:
         logger.warning("wrk is not installed (apt-get install wrk): get_state load skipped")
     try:
-        for name, path in paths.items():
+        for name, path in dict(paths, **curves).items():
             for run in range(args.runs):
                 figures = floor.measure(path, bundles.SHAPES[name],
                                         os.path.join(workdir, "floor"))
@@ -122,8 +130,8 @@ def main(argv=None) -> int:
                 logger.info("floor         %-4s run %d: %s = %.2fs (%s)", name, run,
                             figures["floor"], figures["floor_s"], floor.describe(figures))
         if "ours-local" in systems:
-            _ours(os.path.join(workdir, "ours-local"), None, "ours-local", paths, args.runs,
-                  recorder, state_load)
+            _ours(os.path.join(workdir, "ours-local"), None, "ours-local",
+                  dict(paths, **curves), args.runs, recorder, state_load)
             for processes in [int(n) for n in args.web_concurrency.split(",") if n]:
                 if state_load:  # the frontend as the image runs it: get_state only
                     name = f"{report.GUNICORN}{processes}"
@@ -142,8 +150,27 @@ def main(argv=None) -> int:
         with open(target, "w", encoding="utf-8") as handle:
             handle.write(table)
     print(table)
+    png = os.path.join(args.out, f"{stamp}.png")
+    if plot.curves(report.curve_points(summary), png, header):
+        shutil.copyfile(png, os.path.join(args.out, "latest.png"))
+        print(f"Plot: {png}")
     print(f"JSON lines: {recorder.path}")
     return 0
+
+
+def _fits(name: str, workdir: str, recorder: Recorder) -> bool:
+    """Whether the disk holds the bundle, its copy on the volume and in the archive."""
+    shape = bundles.SHAPES[name]
+    cached = os.path.exists(bundles.path_of(name, os.path.join(HERE, ".cache")))
+    need = shape.payload * (3 if cached else 4) + 1024**3
+    free = min(shutil.disk_usage(workdir).free, shutil.disk_usage(HERE).free)
+    if free >= need:
+        return True
+    reason = (f"needs {need / 1024**3:.1f} GiB free (bundle, volume copy, archive copy), "
+              f"{free / 1024**3:.1f} GiB free")
+    logger.warning("skipping %s: %s", name, reason)
+    recorder.add({"kind": "skipped", "bundle": name, "reason": reason})
+    return False
 
 
 def _ours(workdir, services, name, paths, runs, recorder, state_load, archive_root=None,
