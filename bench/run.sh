@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark in one command (not part of CI: the default full run takes ~30 minutes on 2 cores):
-#   bash bench/run.sh [--runs 3] [--only big,mid,many]
+#   bash bench/run.sh [--runs 3] [--only big,mid,many,floor,state,curves]
 #                     [--systems ours-local,ours-pacifica,original] [--curves 1k,10k,100k,64M,1G,4G]
 # Creates .venv (scripts/venv.sh) with the `bench` extra (matplotlib) and, for the original 0.4.1
 # and the real Pacifica services, bench/.venvs/original; installs wrk from Debian's packages when
