@@ -49,7 +49,7 @@ def curves(points: dict, path: str, title: str) -> bool:
         bottom.set(xscale="log", xlabel=unit, ylabel="peak RSS, MiB", title=f"memory vs {axis}")
         bottom.set_ylim(bottom=0)
         bottom.legend()
-    figure.suptitle(textwrap.fill(title, 110), fontsize=8)
+    figure.suptitle(textwrap.fill(title, 60 * len(drawn)), fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
