@@ -1,7 +1,7 @@
 """``python -m bench``: measure ours, the floors and the original; JSON lines, Markdown, a plot.
 
     bash bench/run.sh [--runs 3] [--only big,mid,many,floor,state,curves]
-                      [--systems ours-local,ours-pacifica,original]
+                      [--systems ours-local,ours-mariadb,ours-pacifica,original]
 
 Parts (``--only``, default all): ``big``, ``mid``, ``many`` ingest that bundle on every
 system; ``floor`` measures the floor of each bundle ours-local ingests (of big, mid and many
@@ -159,20 +159,23 @@ class Bench:
                     self.floor(bundle, run)
         if plan.local or (plan.state and "ours-local" in plan.systems):
             self.ours("ours-local", {b: self.paths[b] for b in plan.local if b in self.paths},
-                      before=self.floor)
+                      before=self.floor, get_state=True)
         if plan.state and self.load_seconds and "ours-local" in plan.systems:
             for processes in plan.web_concurrency:
-                self.ours(f"{report.GUNICORN}{processes}", {}, web_concurrency=processes)
+                self.ours(f"{report.GUNICORN}{processes}", {}, web_concurrency=processes,
+                          get_state=True)
         main = {b: self.paths[b] for b in plan.main if b in self.paths}
+        if "ours-mariadb" in plan.systems and main:
+            self.ours("ours-mariadb", main, database="mariadb")
         wanted = ("ours-pacifica" in plan.systems and main) or ("original" in plan.systems and (
             main or (plan.state and self.load_seconds)))
         if wanted:
             self.pacifica(main)
 
     def ours(self, name: str, paths: dict, services=None, archive_root=None, before=None,
-             web_concurrency=None) -> None:
+             web_concurrency=None, database="sqlite", get_state=False) -> None:
         """Start our stack, ingest ``paths``, then get_state load if asked; stop it."""
-        stack = ours.start(os.path.join(self.workdir, name), services, web_concurrency)
+        stack = ours.start(os.path.join(self.workdir, name), services, web_concurrency, database)
         try:
             root = archive_root or stack.archive
             os.makedirs(root, exist_ok=True)
@@ -187,7 +190,7 @@ class Bench:
                     ours.clean(stack)
             run_system(name, stack.url, ours.pids(stack), root, paths, self.plan.runs,
                        self.recorder, between)
-            if self.load_seconds and name != "ours-pacifica":
+            if self.load_seconds and get_state:
                 state.measure(name, stack.url, job, self.stream, self.load_seconds,
                               self.args.stream_rate * 1e6, self.recorder.add)
         finally:
@@ -226,8 +229,9 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per bundle (median reported)")
     parser.add_argument("--only", default=",".join(PARTS),
                         help="parts: big, mid, many (bundles), floor, state, curves")
-    parser.add_argument("--systems", default="ours-local,ours-pacifica,original",
-                        help="ours-local (and its gunicorn shape for state), ours-pacifica "
+    parser.add_argument("--systems", default=",".join(report.SYSTEMS),
+                        help="ours-local (and its gunicorn shape for state), ours-mariadb (the "
+                             "same on MariaDB), ours-pacifica "
                              "(real Archive Interface + UniqueID), "
                              "original (pacifica-ingest 0.4.1)")
     parser.add_argument("--curves", default=",".join(bundles.CURVE_POINTS),

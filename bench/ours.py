@@ -15,8 +15,10 @@ from images import image_command  # noqa: E402  pylint: disable=wrong-import-pos
 DEFAULTS = {"INGEST_INGEST_PROGRESS_INTERVAL": "0.5"}
 
 
-def start(workdir: str, services: dict | None = None, web_concurrency: int | None = None) -> Stack:
-    """One frontend and one worker on SQLite and the filesystem broker; remote back ends if given.
+def start(workdir: str, services: dict | None = None, web_concurrency: int | None = None,
+          database: str = "sqlite") -> Stack:
+    """One frontend and one worker on SQLite (or MariaDB) and the filesystem broker; remote
+    back ends if given.
 
     The frontend is CherryPy's own server in one process (the one-command run), or with
     ``web_concurrency`` the image's command (Dockerfile.frontend: entrypoint, gunicorn with
@@ -27,7 +29,7 @@ def start(workdir: str, services: dict | None = None, web_concurrency: int | Non
     if web_concurrency:
         env["WEB_CONCURRENCY"] = str(web_concurrency)
         command = image_command("Dockerfile.frontend")
-    stack = Stack(workdir, database="sqlite", broker="filesystem", workers=1, extra_env=env,
+    stack = Stack(workdir, database=database, broker="filesystem", workers=1, extra_env=env,
                   frontend_command=command)
     return stack.start()
 
