@@ -116,6 +116,7 @@ class Bench:
 
     def __init__(self, plan: Plan, args, recorder: Recorder, workdir: str):
         self.plan, self.args, self.recorder, self.workdir = plan, args, recorder, workdir
+        self.backends = None  # services.Backends while the Pacifica systems run
         self.scratch = os.path.join(workdir, "floor")
         self.stream = bundles.ensure(args.stream, CACHE) if plan.state else None
         self.load_seconds = args.load_seconds if plan.state and load.available() else 0
@@ -200,8 +201,7 @@ class Bench:
         """The real Pacifica back ends: ours on the Archive Interface, then the original."""
         from . import services, original  # pylint: disable=import-outside-toplevel
         services.ensure_venv()
-        self.backends = services.Backends(  # pylint: disable=attribute-defined-outside-init
-            os.path.join(self.workdir, "pacifica")).start()
+        self.backends = services.Backends(os.path.join(self.workdir, "pacifica")).start()
         try:
             if "ours-pacifica" in self.plan.systems and main:
                 self.ours("ours-pacifica", main, self.backends.service_env(),
@@ -256,16 +256,21 @@ def main(argv=None) -> int:
     recorder = Recorder(os.path.join(args.out, f"{stamp}.jsonl"))
     workdir = args.workdir or tempfile.mkdtemp(prefix="ingest-bench-")
     os.makedirs(workdir, exist_ok=True)
-    started = time.monotonic()
+    started, load_before, failed = time.monotonic(), _load(), False
     try:
         Bench(plan, args, recorder, workdir).run()
+    except Exception:  # pylint: disable=broad-except
+        logger.exception("the benchmark stopped early: the tables hold what was measured")
+        failed = True
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = report.summarise(recorder.records)
-    header = (f"Benchmark of {datetime.date.today().isoformat()} on {machine()}; "
-              f"median of {args.runs} run(s); `--only {args.only}`; took "
-              f"{(time.monotonic() - started) / 60:.1f} min, load average {_load()}")
+    header = (f"Benchmark of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+              f"on {machine()}; median of {args.runs} run(s); `--only {args.only}`; took "
+              f"{(time.monotonic() - started) / 60:.1f} min; load average (1 / 5 / 15 min) "
+              f"{load_before} at the start, {_load()} at the end"
+              + ("; STOPPED EARLY (see the log)" if failed else ""))
     table = report.markdown(summary, header)
     for target in (os.path.join(args.out, f"{stamp}.md"), os.path.join(args.out, "latest.md")):
         with open(target, "w", encoding="utf-8") as handle:
@@ -276,12 +281,11 @@ def main(argv=None) -> int:
         shutil.copyfile(png, os.path.join(args.out, "latest.png"))
         print(f"Plot: {png}")
     print(f"JSON lines: {recorder.path}")
-    return 0
+    return 1 if failed else 0
 
 
 def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min)"
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ Two floors, chosen by the bundle's shape (``Shape.many_files``):
   every member, and one ``syncfs`` (``sync -f``) making the files durable, as the service does.
 
 Each starts with a ``sync``, so no dirty pages of earlier work are flushed inside the figure.
-The scratch folder must be on the filesystem of the service's volume (``same_disk``).
+The scratch folder must be on the filesystem of the service's volume: the benchmark keeps
+both in its one work folder.
 """
 from __future__ import annotations
 
@@ -30,11 +31,6 @@ def settle() -> float:
     started = time.monotonic()
     os.sync()
     return time.monotonic() - started
-
-
-def same_disk(one: str, other: str) -> bool:
-    """Whether two existing paths live on the same filesystem."""
-    return os.stat(one).st_dev == os.stat(other).st_dev
 
 
 def copy(bundle: str, scratch_dir: str) -> dict:
