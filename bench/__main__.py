@@ -196,6 +196,7 @@ class Bench:
                               self.args.stream_rate * 1e6, self.recorder.add)
         finally:
             stack.stop()
+            ours.clean(stack)  # the last run's archive (up to 4 GiB) is not needed any more
 
     def pacifica(self, main: dict) -> None:
         """The real Pacifica back ends: ours on the Archive Interface, then the original."""

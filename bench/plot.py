@@ -8,12 +8,12 @@ logger = logging.getLogger(__name__)
 
 
 def curves(points: dict, path: str, title: str) -> bool:
-    """Draw ``report.curve_points`` to ``path``; False without two points or without matplotlib.
+    """Draw ``report.curve_points`` to ``path``; False without points or without matplotlib.
 
     Log-log axes with a dotted line of slope 1 through the middle point: a curve that follows
     it grows linearly.
     """
-    drawn = {axis: rows for axis, rows in points.items() if len(rows) > 1}
+    drawn = {axis: rows for axis, rows in points.items() if rows}
     if not drawn:
         return False
     try:
@@ -41,13 +41,15 @@ def curves(points: dict, path: str, title: str) -> bool:
         top.set(xscale="log", yscale="log", xlabel=unit, ylabel="seconds, POST start to complete",
                 title=f"end to end vs {axis}")
         top.legend()
+        highest = 1.0
         for key, label in (("worker_largest_mib", "worker (largest process)"),
                            ("frontend_mib", "frontend")):
             pairs = [(row["x"], row[key]) for row in rows if row.get(key)]
             if pairs:
                 bottom.plot(*zip(*pairs), "o-", label=label)
+                highest = max(highest, *(mib for _, mib in pairs))
         bottom.set(xscale="log", xlabel=unit, ylabel="peak RSS, MiB", title=f"memory vs {axis}")
-        bottom.set_ylim(bottom=0)
+        bottom.set_ylim(0, highest * 1.2)
         bottom.legend()
     figure.suptitle(textwrap.fill(title, 60 * len(drawn)), fontsize=8)
     figure.tight_layout()

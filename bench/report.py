@@ -64,8 +64,14 @@ def summarise(records: list[dict]) -> dict:
 
 
 def curve_points(summary: dict) -> dict[str, list[dict]]:
-    """The growth curves measured: {"files"|"size": [{x, bundle, figures...}]} in order."""
+    """The growth curves measured: {"files"|"size": [{x, bundle, figures...}]} in order.
+
+    Empty unless a point of the curves alone (not big, mid or many) was measured.
+    """
     medians, floors = summary["medians"], summary["floors"]
+    if not any(system == "ours-local" and bundle not in ("big", "mid", "many")
+               for system, bundle in medians):
+        return {}
     out: dict[str, list[dict]] = {}
     for axis, points in CURVES.items():
         rows = []
@@ -162,7 +168,7 @@ def _load_table(load: dict) -> list[str]:
 
 def _curve_table(summary: dict) -> list[str]:
     points = curve_points(summary)
-    if not any(len(rows) > 1 for rows in points.values()):
+    if not points:
         return []
     lines = ["| growth (ours, local archive) | bundle | end-to-end s | cost per unit | "
                  "floor s | × floor | worker MiB, each run | frontend MiB |",
