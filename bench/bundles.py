@@ -36,6 +36,11 @@ class Shape:
         """Bytes of file data in the bundle."""
         return self.files * self.size
 
+    @property
+    def many_files(self) -> bool:
+        """Whether creating the files, not moving the bytes, sets this bundle's floor."""
+        return self.files >= 1000
+
     def member_path(self, index: int) -> str:
         """``data/...`` path of file ``index``; the many-file shape nests two levels."""
         if self.files > 1000:
@@ -48,7 +53,18 @@ SHAPES = {
     "mid": Shape("mid", 200, 1024**2),
     "many": Shape("many", 10_000, 1024),
     "tiny": Shape("tiny", 1, 1024),  # warms a system up before it is measured
+    # Points of the growth curves beside ``many`` (10k files) and ``big`` (1 GiB).
+    "files-1k": Shape("files-1k", 1_000, 1024),
+    "files-100k": Shape("files-100k", 100_000, 1024),
+    "size-64M": Shape("size-64M", 4, 16 * 1024**2),
+    "size-4G": Shape("size-4G", 4, 1024**3),
 }
+# The growth curves: a label on the command line, the bundle it measures.
+CURVES = {
+    "files": {"1k": "files-1k", "10k": "many", "100k": "files-100k"},
+    "size": {"64M": "size-64M", "1G": "big", "4G": "size-4G"},
+}
+CURVE_POINTS = {label: name for points in CURVES.values() for label, name in points.items()}
 
 
 class _Generated:
@@ -93,11 +109,16 @@ def build(shape: Shape, path: str) -> None:
     os.replace(partial, path)
 
 
+def path_of(name: str, cache_dir: str) -> str:
+    """Where bundle ``name`` is (or will be) cached."""
+    return os.path.join(cache_dir, f"{name}-v{VERSION}.tar")
+
+
 def ensure(name: str, cache_dir: str) -> str:
     """The path of bundle ``name``, building it the first time."""
     shape = SHAPES[name]
     os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"{name}-v{VERSION}.tar")
+    path = path_of(name, cache_dir)
     if not os.path.exists(path):
         logger.info("building bundle %s (%d x %d bytes) at %s", name, shape.files, shape.size,
                     path)

@@ -67,7 +67,7 @@ class Client:
         deadline = started + self.timeout
         while True:
             state = self.state(job_id)
-            if _finished(state):
+            if finished(state):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"job {job_id} did not finish in {self.timeout}s: {state}")
@@ -82,7 +82,7 @@ class Client:
             self._poller = None
 
 
-def _finished(state: dict) -> bool:
+def finished(state: dict) -> bool:
     """Done as pacifica-cli decides it: not OK any more, or ingest metadata at 100 %."""
     if state.get("state") != "OK":
         return True

@@ -9,15 +9,28 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tests"))
 
 from harness import Stack  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from images import image_command  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 # The harness tunes a few settings for fast tests; the benchmark keeps the shipped defaults.
 DEFAULTS = {"INGEST_INGEST_PROGRESS_INTERVAL": "0.5"}
 
 
-def start(workdir: str, services: dict | None = None) -> Stack:
-    """One frontend and one worker on SQLite and the filesystem broker; remote back ends if given."""
-    stack = Stack(workdir, database="sqlite", broker="filesystem", workers=1,
-                  extra_env=dict(DEFAULTS, **(services or {})))
+def start(workdir: str, services: dict | None = None, web_concurrency: int | None = None,
+          database: str = "sqlite") -> Stack:
+    """One frontend and one worker on SQLite (or MariaDB) and the filesystem broker; remote
+    back ends if given.
+
+    The frontend is CherryPy's own server in one process (the one-command run), or with
+    ``web_concurrency`` the image's command (Dockerfile.frontend: entrypoint, gunicorn with
+    docker/gunicorn.conf.py) with that many processes.
+    """
+    env = dict(DEFAULTS, **(services or {}))
+    command = None
+    if web_concurrency:
+        env["WEB_CONCURRENCY"] = str(web_concurrency)
+        command = image_command("Dockerfile.frontend")
+    stack = Stack(workdir, database=database, broker="filesystem", workers=1, extra_env=env,
+                  frontend_command=command)
     return stack.start()
 
 
