@@ -1,5 +1,6 @@
 """A newcomer's first hour against real processes: unknown paths, the error version, the upload
-client's errors and options, a port already in use, and the built-in policy's required fields."""
+client's errors and options, a port already in use, the built-in policy's required fields, and
+where the default configuration keeps its files (one home, whatever folder a command runs in)."""
 from __future__ import annotations
 
 import os
@@ -205,3 +206,66 @@ def test_client_surfaces_the_policy_refusal(stack, tmp_path):
     assert "FAILED at Policy Validation" in result.stderr
     assert "Transactions.project" in result.stderr
 
+
+
+# -- one home for every command ----------------------------------------------------------------
+
+ORIGINAL_PATH_NAMES = ("VOLUME_PATH", "PEEWEE_URL", "BROKER_URL", "ARCHIVE_PATH", "BACKEND_URL")
+
+
+def default_env(**extra: str) -> dict:
+    """This environment without any setting: the default configuration, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("INGEST_") and key not in ORIGINAL_PATH_NAMES}
+    env.update(extra)
+    return env
+
+
+def command(name: str, *args: str, cwd, env: dict, timeout: float = 120):
+    """A console script of this venv, run in ``cwd``."""
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), name), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_no_command_but_dbsync_creates_the_database(tmp_path):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = default_env(INGEST_HOME=str(home))
+    database = home / "var" / "ingest.sqlite3"
+    refusals = [command("pacifica-ingest-cmd", "jobs", cwd=elsewhere, env=env),
+                command("pacifica-ingest-cmd", "dbchk", cwd=elsewhere, env=env),
+                command("pacifica-ingest", "-p", str(free_port()), cwd=elsewhere, env=env),
+                command(sys.executable, "-m", "celery", "-A", "pacifica.ingest.tasks", "worker",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat",
+                        cwd=elsewhere, env=env)]
+    for result in refusals:
+        assert result.returncode != 0, result.args
+        assert f"INFO pacifica.ingest.startup: database sqlite:///{database}, volume " \
+               f"{home / 'var' / 'volume'}" in result.stderr, result.stderr
+        assert f"no database at {database}" in result.stderr, result.stderr
+        assert "`pacifica-ingest-cmd dbsync`" in result.stderr
+    assert not database.exists()
+    assert list(elsewhere.iterdir()) == []  # nothing written where the commands ran
+
+    made = command("pacifica-ingest-cmd", "dbsync", cwd=elsewhere, env=env)
+    assert made.returncode == 0 and database.exists(), made.stderr
+    listing = command("pacifica-ingest-cmd", "jobs", "--json", cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.strip() == "[]"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_config_file_anchors_paths_in_its_folder_and_urls_are_redacted(tmp_path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "ingest.cfg").write_text("[ingest]\nvolume_path = bundles\n")
+    env = default_env()
+    made = command("pacifica-ingest-cmd", "-c", str(folder / "ingest.cfg"), "dbsync",
+                   cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    assert (folder / "var" / "ingest.sqlite3").exists()
+    assert f"volume {folder / 'bundles'}" in made.stderr
+    mysql = command("pacifica-ingest-cmd", "dbchk", cwd=tmp_path, env=default_env(
+        PEEWEE_URL="mysql://bob:hunter2@127.0.0.1:1/x", DATABASE_CONNECT_ATTEMPTS="1"))
+    assert "database mysql://127.0.0.1:1/x" in mysql.stderr and "hunter2" not in mysql.stderr
