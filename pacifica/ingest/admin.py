@@ -410,7 +410,11 @@ COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": c
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest-cmd``."""
     args = build_parser().parse_args(argv)
-    settings = startup.prepare(args.config, create_database=args.command == "dbsync")
+    try:
+        settings = startup.prepare(args.config, create_database=args.command == "dbsync")
+    except schema.SchemaError as err:  # no database yet
+        logger.error("%s", err)
+        return 1
     if settings is None:
         return 2
     try:

@@ -5,6 +5,7 @@ import logging
 import os
 
 from . import db, logsetup
+from .schema import SchemaError
 from .auth import parse_networks
 from .config import ConfigError, Settings, load
 from .http import redact
@@ -26,14 +27,15 @@ def missing_database(settings: Settings) -> str | None:
     path = db.sqlite_file(settings.database.url)
     if path is None or os.path.exists(path):
         return None
-    return (f"no database at {path} (relative paths are taken from {settings.ingest.home}; "
-            "set INGEST_HOME or -c/INGEST_CONFIG to use another): create it with "
-            "`pacifica-ingest-cmd dbsync` (with the same settings)")
+    return (f"no database at {path}: run `pacifica-ingest-cmd dbsync` (with the same settings) "
+            f"to create it; relative paths are taken from {settings.ingest.home} (set "
+            "INGEST_HOME, or -c/INGEST_CONFIG, to use another folder)")
 
 
 def prepare(config_path: str | None, create_database: bool = False) -> Settings | None:
-    """Configure logging, load settings and wait for the database; None (logged) on bad settings
-    or, unless ``create_database``, a database that does not exist yet."""
+    """Configure logging, load settings and wait for the database; None (logged) on bad settings.
+
+    Raises SchemaError for a database that does not exist yet, unless ``create_database``."""
     logsetup.configure()
     try:
         settings = load(config_path)
@@ -45,8 +47,7 @@ def prepare(config_path: str | None, create_database: bool = False) -> Settings 
     announce(settings)
     problem = None if create_database else missing_database(settings)
     if problem:
-        logger.error("%s", problem)
-        return None
+        raise SchemaError(problem)
     db.bind(settings.database)
     db.wait_for_database(settings.database)
     return settings

@@ -244,7 +244,7 @@ def _check_schema(settings: Settings):
         problem = startup.missing_database(settings)
         if problem:  # connecting would create an empty database file
             logger.error("%s", problem)
-            raise SystemExit(2)
+            raise SystemExit(3)
         db.wait_for_database(settings.database)
         try:
             schema.require_compatible()
