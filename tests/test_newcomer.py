@@ -353,3 +353,13 @@ def test_uploader_refuses_a_malformed_query_with_json(stack, body):
                           headers={"Content-Type": "application/json"})
     assert reply.status_code == 400, reply.text
     assert reply.json()["traceback"] == ""
+
+
+# -- a body too short to be a tar --------------------------------------------------------------
+
+def test_a_five_byte_body_is_not_a_tar_not_a_truncated_one(stack):
+    state = stack.ingest(b"hello")
+    assert (state["state"], state["task"]) == ("FAILED", "open tar"), state
+    assert state["exception"].startswith("the upload is not a tar archive: 5 bytes is too short"), \
+        state
+    assert "truncated" not in state["exception"] and "member" not in state["exception"]
