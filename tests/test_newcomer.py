@@ -239,7 +239,9 @@ def test_no_command_but_dbsync_creates_the_database(tmp_path):
                 command("pacifica-ingest", "-p", str(free_port()), cwd=elsewhere, env=env),
                 command(sys.executable, "-m", "celery", "-A", "pacifica.ingest.tasks", "worker",
                         "--without-gossip", "--without-mingle", "--without-heartbeat",
-                        cwd=elsewhere, env=env)]
+                        cwd=elsewhere, env=env),
+                command(sys.executable, "-c", "import pacifica.ingest.wsgi", cwd=elsewhere,
+                        env=env)]  # what gunicorn and uwsgi load
     for result in refusals:
         assert result.returncode != 0, result.args
         assert f"INFO pacifica.ingest.startup: database sqlite:///{database}, volume " \
