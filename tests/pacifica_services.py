@@ -344,6 +344,52 @@ def cli_upload(folder: Path, source_dir: Path, paths: list[str], ingest_url: str
                           stdin=subprocess.DEVNULL, check=False)
 
 
+def cli_configure(home: Path, ingest_url: str) -> subprocess.CompletedProcess:
+    """``pacifica-cli configure`` as a person runs it, answering every endpoint question with
+    our service (``<url>/upload``, ``/get_state``, ``/uploader``, ...), the CA bundle and the
+    authentication with their defaults; it writes ``<home>/.pacifica_cli/config.ini``."""
+    answers = [f"{ingest_url}/upload", f"{ingest_url}/get_state", f"{ingest_url}/uploader",
+               f"{ingest_url}/ingest", ingest_url, f"{ingest_url}/status/transactions/by_id",
+               "", ""]
+    home.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([tool("cli", "pacifica-cli"), "configure"], input="\n".join(answers)
+                          + "\n", env=dict(os.environ, HOME=str(home)), cwd=home,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def ordinary_template() -> list:
+    """The metadata template of pacifica-cli's own documentation: every value left for the
+    Policy's /uploader (or the command line) to fill; the files go under ``Project ID <p>/``."""
+    def item(table: str, meta_id: str, source: str, fields: list, display: str, **extra):
+        return {"destinationTable": table, "metaID": meta_id, "sourceTable": source,
+                "queryFields": fields, "displayFormat": display, "value": "",
+                "valueField": "_id", "displayType": "select", "displayTitle": meta_id,
+                "queryDependency": {}, **extra}
+    people = ["first_name", "last_name", "_id"]
+    return [item("Transactions.submitter", "logon", "users", people,
+                 "{_id} - {first_name} {last_name}", displayType="logged_on"),
+            item("Transactions.project", "project", "projects", ["_id", "title"],
+                 "{_id} - {title}", queryDependency={"instrument_id": "instrument"}),
+            item("Transactions.instrument", "instrument", "instruments",
+                 ["_id", "name_short", "display_name"], "{_id} {name_short} - {display_name}"),
+            item("TransactionKeyValue", "user-of-record", "users", people,
+                 "{_id} - {first_name} {last_name}", key="User of Record",
+                 queryDependency={"project_id": "project"}),
+            item("NothingReally", "directory-project", "projects", ["_id"], "Project ID {_id}",
+                 displayType="directoryTree", directoryOrder=0,
+                 queryDependency={"_id": "project"})]
+
+
+def cli_upload_ordinary(home: Path, source_dir: Path, args: list[str],
+                        timeout: float = 180) -> subprocess.CompletedProcess:
+    """``pacifica-cli upload ARGS`` with the configuration ``cli_configure`` wrote and the
+    template in its usual place (``~/.pacifica_cli/uploader.json``)."""
+    (home / ".pacifica_cli" / "uploader.json").write_text(json.dumps(ordinary_template()))
+    return subprocess.run([tool("cli", "pacifica-cli"), "upload", *args], cwd=source_dir,
+                          env=dict(os.environ, HOME=str(home)), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+
+
 def prefilled_template(submitter: int, project: str, instrument: int, tag: str) -> list:
     """pacifica-cli's uploader.json with every value set (strings, as its schema wants).
 

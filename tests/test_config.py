@@ -63,3 +63,40 @@ def test_bad_values_say_which_setting():
 def test_shipped_config_file_matches_the_defaults():
     shipped = os.path.join(os.path.dirname(__file__), "..", "config.cfg")
     assert load(shipped, {}) == load(None, {})
+
+
+def test_relative_paths_come_from_ingest_home_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    settings = load(None, {"INGEST_HOME": str(home)})
+    assert settings.ingest.home == str(home)
+    assert settings.ingest.volume_path == str(home / "var" / "volume")
+    assert settings.archive.local_path == str(home / "var" / "archive")
+    assert settings.celery.queue_path == str(home / "var" / "queue")
+    assert settings.database.url == f"sqlite:///{home / 'var' / 'ingest.sqlite3'}"
+    # an absolute path stays as it is
+    assert load(None, {"INGEST_HOME": str(home), "VOLUME_PATH": "/v"}).ingest.volume_path == "/v"
+
+
+def test_relative_paths_come_from_the_config_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "ingest.cfg").write_text("[ingest]\nvolume_path = bundles\n")
+    monkeypatch.chdir(tmp_path)
+    settings = load(str(folder / "ingest.cfg"), {})
+    assert settings.ingest.home == str(folder)
+    assert settings.ingest.volume_path == str(folder / "bundles")
+    assert settings.database.url == f"sqlite:///{folder / 'var' / 'ingest.sqlite3'}"
+    # a relative home in the file is taken from the file's folder; INGEST_HOME wins over it
+    (folder / "ingest.cfg").write_text("[ingest]\nhome = ../srv\n")
+    assert load(str(folder / "ingest.cfg"), {}).ingest.home == str(tmp_path / "srv")
+    assert load(str(folder / "ingest.cfg"), {"INGEST_HOME": "/opt/x"}).ingest.home == "/opt/x"
+
+
+def test_default_home_is_the_checkout_scripts_run_sh_uses(tmp_path, monkeypatch):
+    checkout = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    assert os.path.isfile(os.path.join(checkout, "scripts", "run.sh"))
+    monkeypatch.chdir(tmp_path)
+    settings = load(None, {})
+    assert settings.ingest.home == checkout
+    assert settings.ingest.volume_path == os.path.join(checkout, "var", "volume")

@@ -53,6 +53,26 @@ def test_job_command_fails_a_stuck_job_by_hand(make_stack):
         "FAILED", "stuck: failed by the operator", True)
 
 
+def test_jobs_says_what_a_queued_job_waits_for(make_stack):
+    stack = make_stack(workers=0).start()  # no worker has ever been seen
+    job_id = stack.upload(make_bundle({"w.txt": b"w"}))["job_id"]
+    waiting = stack.state(job_id)["waiting_for"]
+    assert waiting.startswith("a worker: none has been seen"), waiting
+
+    table = stack.admin("jobs").stdout.splitlines()
+    assert "WAITING FOR" in table[0]
+    (row,) = [line for line in table[1:] if line.split()[0] == str(job_id)]
+    assert "a worker: none has been seen yet" in row, table
+    (listed,) = json.loads(stack.admin("jobs", "--json").stdout)
+    assert listed["waiting_for"] == waiting
+
+    stack.start_worker()  # once a worker takes it, nothing is waited for
+    assert stack.wait(job_id)["state"] == "OK"
+    (done,) = json.loads(stack.admin("jobs", "--json").stdout)
+    assert "waiting_for" not in done
+    assert "a worker:" not in stack.admin("jobs").stdout
+
+
 def test_retry_ingests_a_corrected_bundle(stack, tmp_path):
     data = b"retry me"
     broken = TRANSACTION + [file_entry("r.txt", data, hashsum="0" * 40)]

@@ -14,11 +14,13 @@ from harness import free_port
 
 
 def _start_one_command(folder) -> tuple[subprocess.Popen, str]:
-    """`pacifica-ingest --dbsync --with-worker` in ``folder`` on its defaults, once it answers."""
+    """`pacifica-ingest --dbsync --with-worker` in ``folder`` on its defaults (home: ``folder``),
+    once it answers."""
     port = free_port()
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("INGEST_") and key not in (
                "VOLUME_PATH", "PEEWEE_URL", "BROKER_URL", "ARCHIVE_PATH")}
+    env["INGEST_HOME"] = str(folder)  # the defaults' var/ in the test's folder, not the checkout
     process = processes.spawn(
         [sys.executable, "-m", "pacifica.ingest", "--dbsync", "--with-worker", "-p", str(port)],
         cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -1,7 +1,9 @@
 """A newcomer's first hour against real processes: unknown paths, the error version, the upload
-client's errors and options, a port already in use, and the built-in policy's required fields."""
+client's errors and options, a port already in use, the built-in policy's required fields, and
+where the default configuration keeps its files (one home, whatever folder a command runs in)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -205,3 +207,161 @@ def test_client_surfaces_the_policy_refusal(stack, tmp_path):
     assert "FAILED at Policy Validation" in result.stderr
     assert "Transactions.project" in result.stderr
 
+
+
+# -- one home for every command ----------------------------------------------------------------
+
+ORIGINAL_PATH_NAMES = ("VOLUME_PATH", "PEEWEE_URL", "BROKER_URL", "ARCHIVE_PATH", "BACKEND_URL")
+
+
+def default_env(**extra: str) -> dict:
+    """This environment without any setting: the default configuration, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("INGEST_") and key not in ORIGINAL_PATH_NAMES}
+    env.update(extra)
+    return env
+
+
+def command(name: str, *args: str, cwd, env: dict, timeout: float = 120):
+    """A console script of this venv, run in ``cwd``."""
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), name), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_no_command_but_dbsync_creates_the_database(tmp_path):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = default_env(INGEST_HOME=str(home))
+    database = home / "var" / "ingest.sqlite3"
+    refusals = [command("pacifica-ingest-cmd", "jobs", cwd=elsewhere, env=env),
+                command("pacifica-ingest-cmd", "dbchk", cwd=elsewhere, env=env),
+                command("pacifica-ingest", "-p", str(free_port()), cwd=elsewhere, env=env),
+                command(sys.executable, "-m", "celery", "-A", "pacifica.ingest.tasks", "worker",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat",
+                        cwd=elsewhere, env=env),
+                command(sys.executable, "-c", "import pacifica.ingest.wsgi", cwd=elsewhere,
+                        env=env)]  # what gunicorn and uwsgi load
+    for result in refusals:
+        assert result.returncode != 0, result.args
+        assert f"INFO pacifica.ingest.startup: database sqlite:///{database}, volume " \
+               f"{home / 'var' / 'volume'}" in result.stderr, result.stderr
+        assert f"no database at {database}" in result.stderr, result.stderr
+        assert "`pacifica-ingest-cmd dbsync`" in result.stderr
+    assert not database.exists()
+    assert list(elsewhere.iterdir()) == []  # nothing written where the commands ran
+
+    made = command("pacifica-ingest-cmd", "dbsync", cwd=elsewhere, env=env)
+    assert made.returncode == 0 and database.exists(), made.stderr
+    listing = command("pacifica-ingest-cmd", "jobs", "--json", cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.strip() == "[]"
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_config_file_anchors_paths_in_its_folder_and_urls_are_redacted(tmp_path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "ingest.cfg").write_text("[ingest]\nvolume_path = bundles\n")
+    env = default_env()
+    made = command("pacifica-ingest-cmd", "-c", str(folder / "ingest.cfg"), "dbsync",
+                   cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    assert (folder / "var" / "ingest.sqlite3").exists()
+    assert f"volume {folder / 'bundles'}" in made.stderr
+    mysql = command("pacifica-ingest-cmd", "dbchk", cwd=tmp_path, env=default_env(
+        PEEWEE_URL="mysql://bob:hunter2@127.0.0.1:1/x", DATABASE_CONNECT_ATTEMPTS="1"))
+    assert "database mysql://127.0.0.1:1/x" in mysql.stderr and "hunter2" not in mysql.stderr
+
+
+# -- pacifica-cli against the embedded service -------------------------------------------------
+
+@pytest.fixture
+def cli():
+    """The real pacifica-cli (installed once into its own virtualenv)."""
+    import pacifica_services  # pylint: disable=import-outside-toplevel
+    try:
+        pacifica_services.ensure_venv("cli")
+    except pacifica_services.PacificaUnavailable as err:
+        pytest.skip(f"pacifica-cli could not be installed here: {err}")
+    return pacifica_services
+
+
+@pytest.mark.pacifica
+@pytest.mark.timeout(600)
+def test_pacifica_cli_with_its_ordinary_configuration(stack, cli, tmp_path):
+    source = tmp_path / "src"
+    (source / "run7").mkdir(parents=True)
+    (source / "run7" / "scan.dat").write_bytes(b"scan 7\n")
+    home = tmp_path / "home"
+    configured = cli.cli_configure(home, stack.url)
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    assert f"upload_policy_url = {stack.url}/uploader" in (
+        home / ".pacifica_cli" / "config.ini").read_text()
+
+    run = cli.cli_upload_ordinary(home, source, ["--logon", "10", "--project", "1234a",
+                                                 "--instrument", "54", "run7"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    final = json.loads(run.stdout[run.stdout.index("{"):])
+    assert final["state"] == "OK" and final["complete"], final
+    listing = stack.files(final["job_id"])
+    assert [(f["subdir"], f["name"]) for f in listing["files"]] == [
+        ("Project ID 1234a/run7", "scan.dat")]
+    transaction = listing["transaction"]
+    assert (str(transaction["submitter"]), str(transaction["project"]),
+            str(transaction["instrument"])) == ("10", "1234a", "54"), transaction
+    assert transaction["key_values"] == {"User of Record": "10"}
+
+    # without an instrument the built-in policy has none to offer: the CLI says which is missing
+    missing = cli.cli_upload_ordinary(home, source, ["--logon", "10", "--project", "1234a",
+                                                     "run7"])
+    assert missing.returncode != 0
+    assert "Could not find value for instrument" in missing.stdout + missing.stderr
+
+
+@pytest.mark.pacifica
+@pytest.mark.timeout(600)
+def test_pacifica_cli_with_a_prefilled_template(stack, cli, tmp_path):
+    source = tmp_path / "src"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "x.txt").write_bytes(b"prefilled\n")
+    run = cli.cli_upload(tmp_path / "cli", source, ["a"], stack.url,
+                         cli.prefilled_template(10, "1234a", 54, "prefilled"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    final = json.loads(run.stdout[run.stdout.index("{"):])
+    assert final["state"] == "OK" and final["complete"], final
+    assert stack.files(final["job_id"])["transaction"]["key_values"] == {"Tag": "prefilled"}
+
+
+@pytest.mark.parametrize("query, expected", [
+    ({"user": 10, "columns": ["_id", "first_name"], "from": "users", "where": {}},
+     [{"_id": 10, "first_name": ""}]),
+    ({"user": -1, "columns": ["_id"], "from": "users", "where": {"network_id": "ada"}},
+     [{"_id": "ada"}]),
+    ({"user": 10, "columns": ["_id", "title"], "from": "projects", "where": {"_id": "1234a"}},
+     [{"_id": "1234a", "title": ""}]),
+    ({"user": 10, "columns": ["_id"], "from": "instruments", "where": {}}, []),
+])
+def test_uploader_answers_what_the_query_names(stack, query, expected):
+    reply = requests.post(stack.url + "/uploader", json=query, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == expected
+
+
+@pytest.mark.parametrize("body", ["[1]", '{"from": 7}', '{"from": "users", "where": []}',
+                                  '{"from": "users", "columns": "x"}', "not json"])
+def test_uploader_refuses_a_malformed_query_with_json(stack, body):
+    reply = requests.post(stack.url + "/uploader", data=body, timeout=30,
+                          headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["traceback"] == ""
+
+
+# -- a body too short to be a tar --------------------------------------------------------------
+
+def test_a_five_byte_body_is_not_a_tar_not_a_truncated_one(stack):
+    state = stack.ingest(b"hello")
+    assert (state["state"], state["task"]) == ("FAILED", "open tar"), state
+    assert state["exception"].startswith("the upload is not a tar archive: 5 bytes is too short"), \
+        state
+    assert "truncated" not in state["exception"] and "member" not in state["exception"]

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import auth, catalog, db, jobs, notify, receipts, recovery, schema, startup
+from . import auth, catalog, db, heartbeats, jobs, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
 from .intake.files import unlink_quietly
@@ -244,7 +244,7 @@ def cmd_jobs(args, settings) -> int:
         stale_after if args.stale else None)
     found = recovery.list_jobs(state=args.state, queue_state=args.queue_state, older_than=older,
                                running=args.running or args.stale, limit=args.limit)
-    described = [recovery.describe(job, stale_after) for job in found]
+    described = [_described(job, stale_after, settings) for job in found]
     if args.json:
         for job in described:
             job["notifications"] = notify.of_job(job["job_id"])
@@ -254,13 +254,24 @@ def cmd_jobs(args, settings) -> int:
     return 0
 
 
+def _described(job, stale_after: float, settings) -> dict:
+    """``recovery.describe`` plus ``waiting_for`` (as get_state says it) for a queued job that
+    no live worker can take."""
+    row = recovery.describe(job, stale_after)
+    note = heartbeats.waiting_for(job, settings.celery.worker_timeout, settings.celery.queue_name)
+    if note:
+        row["waiting_for"] = note
+    return row
+
+
 TABLE_COLUMNS = (("job_id", "JOB"), ("state", "STATE"), ("complete", "DONE"), ("task", "TASK"),
                  ("task_percent", "%"), ("queue_state", "QUEUE"), ("updated", "UPDATED"),
-                 ("owner", "OWNER"), ("attempts", "TRIES"), ("exception", "EXCEPTION"))
+                 ("owner", "OWNER"), ("attempts", "TRIES"), ("waiting_for", "WAITING FOR"),
+                 ("exception", "EXCEPTION"))
 
 
 def _cell(job: dict, key: str) -> str:
-    value = job[key]
+    value = job.get(key)
     if key == "state" and job["stale"]:
         value += " (stale)"
     elif key == "complete":
@@ -410,7 +421,11 @@ COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": c
 def main(argv=None) -> int:
     """Entry point of ``pacifica-ingest-cmd``."""
     args = build_parser().parse_args(argv)
-    settings = startup.prepare(args.config)
+    try:
+        settings = startup.prepare(args.config, create_database=args.command == "dbsync")
+    except schema.SchemaError as err:  # no database yet
+        logger.error("%s", err)
+        return 1
     if settings is None:
         return 2
     try:

@@ -229,6 +229,10 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
         raise BundleError(f"the job's bundle file is not on the volume ({err.strerror})") from err
     if file_size == 0:
         raise BundleError("the upload is empty: a bundle is a tar holding data/... and metadata.txt")
+    if file_size < BLOCK:  # tarfile would call it a member cut short
+        raise BundleError(f"the upload is not a tar archive: {file_size} bytes is too short to be "
+                          f"one (a tar starts with a {BLOCK}-byte header); send the bundle's tar "
+                          "file itself")
     problems = Problems()
     members: dict[str, Member] = {}
     metadata: Member | None = None

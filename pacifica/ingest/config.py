@@ -4,6 +4,9 @@ Precedence, lowest first: built-in defaults, the INI file (``-c``/``INGEST_CONFI
 the environment.  Every key can be set from the environment as
 ``INGEST_<SECTION>_<KEY>``; the original service's variable names
 (``VOLUME_PATH``, ``PEEWEE_URL``, ...) keep working beside them.
+
+Relative paths (the defaults under ``var/`` among them) are anchored in one folder, the
+home (``home_folder``), never in the folder a command happens to run in.
 """
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import os
 import re
 from configparser import ConfigParser
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 # section -> key -> (default, the original service's environment variable or None)
 DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
     "ingest": {
+        "home": ("", "INGEST_HOME"),
         "volume_path": ("var/volume", "VOLUME_PATH"),
         "transfer_size": ("4 Mb", "TRANSFER_SIZE"),
         "auth_header": ("X-Http-Authed-User", "INGEST_AUTH_HEADER"),
@@ -156,6 +161,7 @@ class IngestSettings:
     max_uploads: int = 16
     max_uploads_per_user: int = 4
     hash_on_arrival: bool = True
+    home: str = ""
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,36 @@ def _env_names(section: str, key: str, original: str | None) -> list[str]:
     return names
 
 
+def config_path(path: str | None = None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The INI file in use: the one given, else ``$INGEST_CONFIG``, else none."""
+    return path or environ.get("INGEST_CONFIG") or None
+
+
+# The source checkout this package runs from, when it does (``pip install -e``): the folder
+# ``scripts/run.sh`` changes to, so its ``./var`` is the default home's ``var``.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def home_folder(home: str, path: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """The folder relative paths are taken from, absolute.
+
+    ``[ingest] home`` (``INGEST_HOME``) when set (itself relative to the config file's folder,
+    or to the current one without a file); else the config file's folder; else the source
+    checkout (where ``scripts/run.sh`` runs); else ``$XDG_DATA_HOME/pacifica-ingest``
+    (``~/.local/share/pacifica-ingest``) for an installed package.
+    """
+    base = os.path.dirname(os.path.realpath(path)) if path else os.getcwd()
+    if home:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(home)))
+    if path:
+        return base
+    if (CHECKOUT / "scripts" / "run.sh").is_file():
+        return str(CHECKOUT)
+    data = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                          "share")
+    return os.path.join(data, "pacifica-ingest")
+
+
 def read_raw(path: str | None = None, environ: Mapping[str, str] = os.environ) -> ConfigParser:
     """Merge defaults, the INI file and the environment into one ConfigParser."""
     parser = ConfigParser(interpolation=None)
@@ -285,7 +321,7 @@ def read_raw(path: str | None = None, environ: Mapping[str, str] = os.environ) -
         parser.add_section(section)
         for key, (default, _) in keys.items():
             parser.set(section, key, default)
-    path = path or environ.get("INGEST_CONFIG")
+    path = config_path(path, environ)
     if path:
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path} does not exist")
@@ -300,11 +336,17 @@ def read_raw(path: str | None = None, environ: Mapping[str, str] = os.environ) -
 
 
 def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
-    """Read the settings once; relative paths are taken from the current directory."""
+    """Read the settings once; relative paths are taken from the home (``home_folder``)."""
+    path = config_path(path, environ)
     raw = read_raw(path, environ)
 
     def get(section: str, key: str) -> str:
         return raw.get(section, key).strip()
+
+    home = home_folder(get("ingest", "home"), path, environ)
+
+    def anchored(value: str) -> str:
+        return os.path.normpath(os.path.join(home, value))
 
     def number(section: str, key: str, kind=int):
         try:
@@ -316,7 +358,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         return parse_size(get(section, key))
 
     ingest = IngestSettings(
-        volume_path=os.path.abspath(get("ingest", "volume_path")),
+        volume_path=anchored(get("ingest", "volume_path")),
         transfer_size=max(size("ingest", "transfer_size"), 4096),
         auth_header=get("ingest", "auth_header"),
         default_user=get("ingest", "default_user"),
@@ -342,6 +384,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         max_uploads=number("ingest", "max_uploads"),
         max_uploads_per_user=number("ingest", "max_uploads_per_user"),
         hash_on_arrival=_bool(get("ingest", "hash_on_arrival")),
+        home=home,
     )
     services = ServiceUrls(
         uniqueid=get("uniqueid", "url").rstrip("/"),
@@ -350,18 +393,18 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         metadata=get("metadata", "ingest_url"),
     )
     archive = ArchiveSettings(
-        local_path=os.path.abspath(get("archiveinterface", "local_path")),
+        local_path=anchored(get("archiveinterface", "local_path")),
         fsync=_bool(get("archiveinterface", "fsync")),
     )
     database = DatabaseSettings(
-        url=_absolute_sqlite_url(get("database", "peewee_url")),
+        url=_absolute_sqlite_url(get("database", "peewee_url"), anchored),
         connect_attempts=number("database", "connect_attempts"),
         connect_wait=number("database", "connect_wait", float),
     )
     celery = CelerySettings(
         broker_url=get("celery", "broker_url"),
         backend_url=get("celery", "backend_url"),
-        queue_path=os.path.abspath(get("celery", "queue_path")),
+        queue_path=anchored(get("celery", "queue_path")),
         queue_name=get("celery", "queue_name"),
         concurrency=number("celery", "concurrency"),
         max_memory_per_child=size("celery", "max_memory_per_child"),
@@ -381,7 +424,7 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
         admins=_words(get("auth", "admins")),
     )
     move = MoveSettings(
-        allowed_roots=tuple(os.path.abspath(root) for root in _words(get("move", "allowed_roots"))),
+        allowed_roots=tuple(anchored(root) for root in _words(get("move", "allowed_roots"))),
     )
     log_settings = LoggingSettings(
         level=_choice(get("logging", "level").upper(), "logging", "level", LOG_LEVELS),
@@ -420,11 +463,11 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(item for item in re.split(r"[,\s]+", text) if item)
 
 
-def _absolute_sqlite_url(url: str) -> str:
-    """Pin a relative SQLite path to the current directory so every process agrees."""
+def _absolute_sqlite_url(url: str, anchored) -> str:
+    """Pin a relative SQLite path to the home so every process, run from anywhere, agrees."""
     for scheme in ("sqlite:///", "sqliteext:///", "sqlite+pool:///"):
         if url.startswith(scheme):
             path = url[len(scheme):]
             if path and path != ":memory:" and not path.startswith("/"):
-                return scheme + os.path.abspath(path)
+                return scheme + anchored(path)
     return url

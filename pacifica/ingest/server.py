@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options (the original's, plus --with-worker)."""
     parser = argparse.ArgumentParser(
         prog="pacifica-ingest", description="Run the Pacifica Ingest frontend.",
-        epilog="Exit status: 0 stopped, 2 bad settings, 3 old database schema (pass --dbsync), "
+        epilog="Exit status: 0 stopped, 2 bad settings, 3 no database or an old schema (pass "
+               "--dbsync), "
                "4 the address or port cannot be listened on (pass -p/-a).")
     parser.add_argument("-c", "--config", metavar="CONFIG", default=os.environ.get("INGEST_CONFIG"),
                         help="INI settings file (default: $INGEST_CONFIG, then built-in defaults)")
@@ -120,7 +121,11 @@ def main(argv=None) -> int:
     if problem:
         logger.error("%s", problem)
         return 4
-    settings = startup.prepare(args.config)
+    try:
+        settings = startup.prepare(args.config, create_database=args.dbsync)
+    except schema.SchemaError as err:
+        logger.error("%s", err)
+        return 3
     if settings is None:
         return 2
     try:

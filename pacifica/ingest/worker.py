@@ -8,7 +8,7 @@ from typing import Callable
 
 from celery import Celery, signals
 
-from . import db, heartbeats, jobs, logsetup, metrics, notify, receipts, recovery, schema
+from . import db, heartbeats, jobs, logsetup, metrics, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
 from .config import Settings
@@ -243,6 +243,12 @@ def _beat_while_running(settings: Settings) -> None:
 
 def _check_schema(settings: Settings):
     def check(**_) -> None:
+        logsetup.configure(settings.logging.level, settings.logging.format)  # before Celery's
+        startup.announce(settings)
+        problem = startup.missing_database(settings)
+        if problem:  # connecting would create an empty database file
+            logger.error("%s", problem)
+            raise SystemExit(3)
         db.wait_for_database(settings.database)
         try:
             schema.require_compatible()

@@ -28,6 +28,7 @@ from .limits import UploadSlots, read_timeout, thread_pool
 from ..intake.staging import Staging
 from ..intake.resumable import build_uploads
 from .tus import mount as mount_tus
+from .uploader_policy import UploaderQueries
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ ENDPOINT_HINTS = {
     "health": "ask GET /health",
     "ready": "ask GET /ready",
     "metrics": "ask GET /metrics",
+    "uploader": "POST Pacifica Policy uploader queries (JSON) to /uploader",
 }
 ALL_ENDPOINTS = ("the endpoints are GET /, POST /upload (or /ingest), POST /move, "
                  "GET /get_state?job_id=N, GET /get_files?job_id=N, GET /receipt?job_id=N, "
@@ -147,6 +149,8 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     root.get_files = JobFiles(identifier)
     root.health = Health()
     root.ready = Ready(Readiness(checks_for(settings, celery_app)))
+    if not settings.services.policy:  # pacifica-cli's policy queries, for the built-in policy
+        root.uploader = UploaderQueries(identifier)
     streaming = {"request.process_request_body": False}
     config = {
         "/": {
