@@ -10,6 +10,7 @@ import datetime
 import logging
 import os
 import socket
+import time
 
 import peewee
 
@@ -90,11 +91,21 @@ def no_worker_note(timeout: float, queue: str | None = None) -> str | None:
     return f"a worker: none has been seen for {silent} s"
 
 
+# What the last look at the workers found, per (timeout, queue): every poll of a queued job
+# asks, and heartbeats come every few seconds, so one look a second per process is enough.
+_NOTES: dict[tuple, tuple[float, str | None]] = {}
+NOTE_TTL = 1.0
+
+
 def waiting_for(job: jobs.Job, timeout: float, queue: str | None = None) -> str | None:
     """What a job that no worker has started yet is waiting for, or None."""
     if job.complete or job.state != jobs.OK or job.owner or job.queue_state != jobs.QUEUED:
         return None
-    return no_worker_note(timeout, queue)
+    key, now = (timeout, queue), time.monotonic()
+    cached = _NOTES.get(key)
+    if cached is None or now - cached[0] > NOTE_TTL:
+        cached = _NOTES[key] = (now, no_worker_note(timeout, queue))
+    return cached[1]
 
 
 def job_state(job: jobs.Job, timeout: float, queue: str | None = None) -> dict:
