@@ -22,3 +22,9 @@ def test_frontend_does_not_import_the_pipeline():
 def test_worker_does_not_import_cherrypy():
     loaded = modules_after_import("pacifica.ingest.worker")
     assert "cherrypy" not in loaded and "pacifica.ingest.web" not in loaded
+
+
+def test_protocol_module_imports_nothing_of_the_project():
+    loaded = modules_after_import("pacifica.ingest.protocol")
+    ours = {name for name in loaded if name.startswith("pacifica.ingest.")}
+    assert ours == {"pacifica.ingest.protocol"}, ours

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from .archive import Extent
 from .errors import BundleError, MetadataError, Problems
 from .files import unlink_quietly
-from .metadata import DATA_ROOT, split_path
+from .metadata import split_path
+from .protocol import DATA_ROOT, METADATA_NAME
 from .tarheaders import check_headers
 
-METADATA_NAME = "metadata.txt"
 BLOCK = 512
 UNPACKED_SUFFIX = ".unpacked"
 UNPACK_CHUNK = 1024 * 1024

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-from . import jobs, metadata, metrics, receipts, timeline
+from . import jobs, metadata, metrics, protocol, receipts, timeline
 from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
@@ -220,7 +220,7 @@ def _held_source(entry: metadata.FileEntry, held: OpenedSource) -> FileSource:
 
 def _clip(subdir: str) -> str:
     parts = metadata.split_path(subdir)
-    return "/".join(parts[1:] if parts[:1] == [metadata.DATA_ROOT] else parts)
+    return "/".join(parts[1:] if parts[:1] == [protocol.DATA_ROOT] else parts)
 
 
 def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: int,
@@ -228,7 +228,7 @@ def _publish(job: Job, deps: Deps, progress: Progress, final: list, first_id: in
     """Record the metadata and the receipt; if anything fails, take the job's files back out
     of the archive.  Returns the files and bytes the job stored."""
     size = sum(int(entry.get("size") or 0) for entry in final
-               if entry.get("destinationTable") == "Files")
+               if entry.get("destinationTable") == protocol.FILES_TABLE)
     with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
         progress.begin(Step.INGEST_METADATA)
         deps.sink.publish(job.job_id, job.user, final)

@@ -18,13 +18,14 @@ import cherrypy
 from .. import __version__, db, heartbeats, jobs, metrics
 from ..auth import AuthError
 from ..errors import JobNotFound
+from ..protocol import GET_STATE_PATH
 from .errors import BadJobId, database_unavailable, parse_job_id
 from .identity import Identifier, error_headers
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("pacifica.ingest.access")
 
-PATH = "/get_state"
+PATH = GET_STATE_PATH
 REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
            404: "404 Not Found", 500: "500 Internal Server Error",
            503: "503 Service Unavailable"}
