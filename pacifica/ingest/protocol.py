@@ -28,6 +28,7 @@ UPLOAD_CHECKSUM = "Upload-Checksum"
 UPLOAD_EXPIRES = "Upload-Expires"
 UPLOAD_DEFER_LENGTH = "Upload-Defer-Length"
 PATCH_CONTENT_TYPE = "application/offset+octet-stream"
+CHECKSUM_MISMATCH = 460  # the status of a chunk that does not match its Upload-Checksum
 
 # This service's own headers.
 JOB_ID = "Ingest-Job-Id"  # on tus answers once the upload is a job

@@ -15,20 +15,15 @@ from urllib.parse import parse_qs
 
 import cherrypy
 
-from .. import __version__, db, heartbeats, jobs, metrics
-from ..auth import AuthError
-from ..errors import JobNotFound
+from .. import db, heartbeats, jobs, metrics
 from ..protocol import GET_STATE_PATH
-from .errors import BadJobId, database_unavailable, parse_job_id
-from .identity import Identifier, error_headers
+from .errors import answer, error_json, parse_job_id, status_line
+from .identity import Identifier
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("pacifica.ingest.access")
 
 PATH = GET_STATE_PATH
-REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
-           404: "404 Not Found", 500: "500 Internal Server Error",
-           503: "503 Service Unavailable"}
 
 
 class FastJobState:
@@ -47,49 +42,41 @@ class FastJobState:
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
         started = time.monotonic()
+        job_id = None
+        headers: list = []
         try:
-            status, body, headers = self._answer(environ)
-        except Exception:  # pylint: disable=broad-except
-            logger.exception("GET /get_state?%s failed", environ.get("QUERY_STRING", "")[:200])
-            status, body, headers = _error(500, "the job state could not be read (an internal "
-                                                "error, logged by the service)")
+            job_id = self._job_id(environ)
+            status, payload = 200, json.dumps(self._state(environ, job_id)).encode("utf-8")
+        except Exception as err:  # pylint: disable=broad-except
+            known = answer(err)
+            if known is None:
+                logger.exception("GET /get_state?%s failed", environ.get("QUERY_STRING", "")[:200])
+                known = (500, "the job state could not be read (an internal error, logged by "
+                              "the service)", [])
+            status, message, headers = known
+            payload = error_json(status_line(status), message).encode("utf-8")
         seconds = time.monotonic() - started
         metrics.instruments().get_state_seconds.observe(seconds)
         if access_log.isEnabledFor(self.log_level):
             access_log.log(self.log_level, '%s "GET %s?%s" %d %.1f ms',
                            environ.get("REMOTE_ADDR", "-"), PATH,
                            environ.get("QUERY_STRING", "")[:200], status, seconds * 1000,
-                           extra={"job_id": body.get("job_id")})
-        payload = json.dumps(body).encode("utf-8")
-        start_response(REASONS[status], [("Content-Type", "application/json"),
-                                         ("Content-Length", str(len(payload))),
-                                         ("Server", self.server), *headers])
+                           extra={"job_id": job_id})
+        start_response(status_line(status), [("Content-Type", "application/json"),
+                                             ("Content-Length", str(len(payload))),
+                                             ("Server", self.server), *headers])
         return [payload]
 
-    def _answer(self, environ) -> tuple[int, dict, list]:
+    @staticmethod
+    def _job_id(environ) -> int:
         values = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).get("job_id")
-        value = None if not values else values[0] if len(values) == 1 else values
-        try:
-            job_id = parse_job_id(value)
-        except BadJobId as err:
-            return _error(400, str(err))
-        try:
-            db.database_proxy.connect(reuse_if_open=True)
-            try:
-                identity = self.identifier.identify(environ)
-                return 200, heartbeats.job_state(jobs.get(job_id, identity.may_see),
-                                                 self.worker_timeout, self.queue), []
-            finally:
-                db.release_connection()
-        except AuthError as err:
-            return _error(err.status, str(err), error_headers(err))
-        except JobNotFound as err:
-            return _error(404, str(err))
-        except db.UNAVAILABLE_ERRORS as err:
-            logger.warning("database unavailable: %s", err)
-            return _error(503, database_unavailable(err))
+        return parse_job_id(None if not values else values[0] if len(values) == 1 else values)
 
-
-def _error(status: int, message: str, headers=()) -> tuple[int, dict, list]:
-    return status, {"status": REASONS[status], "message": message, "traceback": "",
-                    "version": __version__}, list(headers)
+    def _state(self, environ, job_id: int) -> dict:
+        db.database_proxy.connect(reuse_if_open=True)
+        try:
+            identity = self.identifier.identify(environ)
+            return heartbeats.job_state(jobs.get(job_id, identity.may_see), self.worker_timeout,
+                                        self.queue)
+        finally:
+            db.release_connection()

@@ -22,6 +22,7 @@ from typing import BinaryIO, Iterator
 
 from ..errors import UploadError
 from ..files import fsync_directory, unlink_quietly
+from ..protocol import CHECKSUM_MISMATCH
 from .staging import body_chunks
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 METADATA_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token, as tus asks
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
-CHECKSUM_MISMATCH = "460 Checksum Mismatch"
 LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
 
 
