@@ -59,7 +59,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
     "logging": {
         "level": ("INFO", "INGEST_LOG_LEVEL"),
         "format": ("text", None),
-        "get_state_level": ("DEBUG", None),
+        "access_log_sample": ("1.0", None),
     },
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
     "policy": {
@@ -179,11 +179,11 @@ class NotifySettings:
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    """Log level and format of every process; the level of get_state's access lines."""
+    """Log level and format of every process; the share of get_state requests access-logged."""
 
     level: str = "INFO"
     format: str = "text"
-    get_state_level: str = "DEBUG"
+    access_log_sample: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -383,8 +383,8 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
     log_settings = LoggingSettings(
         level=_choice(get("logging", "level").upper(), "logging", "level", LOG_LEVELS),
         format=_choice(get("logging", "format").lower(), "logging", "format", ("text", "json")),
-        get_state_level=_choice(get("logging", "get_state_level").upper(), "logging",
-                                "get_state_level", LOG_LEVELS),
+        access_log_sample=_fraction(number("logging", "access_log_sample", float), "logging",
+                                    "access_log_sample"),
     )
     notify = NotifySettings(
         urls=_words(get("notify", "urls")),
@@ -409,6 +409,13 @@ def _choice(value: str, section: str, key: str, allowed: tuple[str, ...]) -> str
     """A setting that must be one of a few words."""
     if value not in allowed:
         raise ConfigError(f"[{section}] {key} = {value!r}: use one of {', '.join(allowed)}")
+    return value
+
+
+def _fraction(value: float, section: str, key: str) -> float:
+    """A setting that must lie from 0 to 1."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"[{section}] {key} = {value!r}: use a number from 0 to 1")
     return value
 
 

@@ -18,7 +18,7 @@ from ..services.ids import CounterIdSource, UniqueIdClient
 from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
 from .health import Health, Ready
-from .handlers import JobFiles, JobState, Move, Root, Upload
+from .handlers import JobFiles, Move, Root, Upload
 from .identity import Identifier
 from .intake import Intake
 from .metrics import mount as mount_metrics
@@ -141,7 +141,6 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     root.upload = Upload(intake, identifier, slots=slots)
     root.ingest = root.upload
     root.move = Move(intake, identifier)
-    root.get_state = JobState(identifier)
     root.get_files = JobFiles(identifier)
     root.health = Health()
     root.ready = Ready(Readiness(checks_for(settings, celery_app)))
@@ -169,8 +168,9 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     config.update(mount_pages(root, identifier))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
-        FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,
-        queue=settings.celery.queue_name, log_level=settings.logging.get_state_level)))
+        FastJobState, identifier=identifier, log=app.log,
+        worker_timeout=settings.celery.worker_timeout, queue=settings.celery.queue_name,
+        sample=settings.logging.access_log_sample)))  # /get_state: no CherryPy handler
     app.intake = intake
     app.tus = uploads
     return app

@@ -145,17 +145,6 @@ class Move(IntakeHandler):
             return self.replayed(replay)
 
 
-class JobState(Authenticated):
-    """``GET /get_state?job_id=N`` (web/fast_state.py answers the GETs ahead of CherryPy)."""
-
-    @cherrypy.tools.json_out()
-    @json_errors
-    def GET(self, *, job_id=None, **_params):  # pylint: disable=invalid-name
-        """The job state object, for its owner or an admin."""
-        number = parse_job_id(job_id)
-        return jobs.get(number, self.identity().may_see).as_dict()
-
-
 class JobFiles(Authenticated):
     """``GET /get_files?job_id=N``: what a job put in the embedded catalog."""
 
