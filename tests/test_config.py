@@ -63,3 +63,14 @@ def test_bad_values_say_which_setting():
 def test_shipped_config_file_matches_the_defaults():
     shipped = os.path.join(os.path.dirname(__file__), "..", "config.cfg")
     assert load(shipped, {}) == load(None, {})
+
+
+def test_dataclass_defaults_are_the_defaults_table():
+    """Every field default is DEFAULTS' value as load() reads it: one place for defaults."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+    loaded = load(environ={})
+    for section in dataclasses.fields(loaded):
+        value = getattr(loaded, section.name)
+        for item in dataclasses.fields(value):
+            if item.default is not dataclasses.MISSING:
+                assert getattr(value, item.name) == item.default, (section.name, item.name)

@@ -17,6 +17,7 @@ from . import jobs, metadata, metrics, protocol, receipts, timeline
 from .archive import ArchiveBackend, Extent, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import Bundle, BundleLimits
+from .config import IngestSettings
 from .errors import IngestError, MetadataError, Problems
 from .jobs import Job, Step
 from .move_sources import MoveSources, OpenedSource
@@ -41,7 +42,7 @@ class Deps:
     sink: MetadataSink
     limits: BundleLimits = BundleLimits()
     moves: MoveSources = MoveSources()  # no roots: every move refused
-    progress_interval: float = 0.5
+    progress_interval: float = IngestSettings.progress_interval
 
 
 STEP_ORDER = {step: position for position, step in enumerate(Step)}

@@ -36,12 +36,7 @@ def build_deps(settings: Settings) -> Deps:
               if urls.policy else LocalPolicy(settings.policy.required))
     sink = (MetadataClient(urls.metadata, make_session(settings.http)) if urls.metadata
             else LocalMetadataSink())
-    limits = BundleLimits(max_members=settings.ingest.max_members,
-                          max_metadata_size=settings.ingest.max_metadata_size,
-                          max_total_size=settings.ingest.max_total_size,
-                          max_unpacked_size=settings.ingest.max_bundle_size,
-                          max_unpack_ratio=settings.ingest.max_unpack_ratio,
-                          min_free_space=settings.ingest.min_free_space)
+    limits = BundleLimits.from_settings(settings.ingest)
     return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
                 limits=limits, progress_interval=settings.ingest.progress_interval,
                 moves=MoveSources.from_settings(settings))
@@ -51,7 +46,7 @@ DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the datab
 
 
 def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
-            stale_after: float = 3600.0, on_end: Callable[[int], None] | None = None) -> None:
+            stale_after: float, on_end: Callable[[int], None] | None = None) -> None:
     """Run a job's pipeline once (every line it logs carries the job id).
 
     ``on_end(job_id)`` is called once the job has ended, OK or FAILED (webhooks)."""

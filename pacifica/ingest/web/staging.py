@@ -24,11 +24,11 @@ READ_PIECE = 256 * 1024
 class Staging:
     """Bundles on the volume, named by job id."""
 
-    def __init__(self, volume_path: str, transfer_size: int, max_size: int = 0,
+    def __init__(self, volume_path: str, transfer_size: int, max_bundle_size: int = 0,
                  min_free_space: int = 0):
         self.volume_path = volume_path
         self.transfer_size = transfer_size
-        self.max_size = max_size
+        self.max_bundle_size = max_bundle_size
         self.min_free_space = min_free_space
         # bytes promised to uploads still arriving (set by the frontend's Reservations)
         self.promised: Callable[[], int] | None = None
@@ -44,8 +44,9 @@ class Staging:
         The free space must hold the body, ``min_free_space`` and the bytes ``promised`` to
         uploads still arriving (by default what the ``promised`` hook reports, if set).
         """
-        if length is not None and self.max_size and length > self.max_size:
-            raise UploadError(f"the bundle is {length} bytes, over the {self.max_size}-byte "
+        limit = self.max_bundle_size
+        if length is not None and limit and length > limit:
+            raise UploadError(f"the bundle is {length} bytes, over the {limit}-byte "
                               "limit of this service", status=413)
         if promised is None:
             promised = self.promised() if self.promised else 0
@@ -76,8 +77,9 @@ class Staging:
         for chunk in body_chunks(stream, length, min(self.transfer_size, READ_PIECE),
                                  _interrupted):
             received += len(chunk)
-            if self.max_size and received > self.max_size:
-                raise UploadError(f"the bundle is over the {self.max_size}-byte limit of this "
+            limit = self.max_bundle_size
+            if limit and received > limit:
+                raise UploadError(f"the bundle is over the {limit}-byte limit of this "
                                   f"service ({received} bytes received so far)", status=413)
             try:
                 target.write(chunk)

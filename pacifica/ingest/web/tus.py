@@ -251,10 +251,10 @@ class TusFiles(Authenticated):
     """``/files/``: the tus endpoint (HTTP only; the life cycle lives in ResumableUploads)."""
 
     def __init__(self, uploads: ResumableUploads, identifier: Identifier, slots: UploadSlots,
-                 max_size: int = 0, public_url: str = ""):
+                 max_bundle_size: int = 0, public_url: str = ""):
         super().__init__(identifier)
         self.uploads = uploads
-        self.max_size = max_size
+        self.max_bundle_size = max_bundle_size
         self.public_url = public_url  # the base of Location; never the request's Host
         self.slots = slots
 
@@ -292,8 +292,8 @@ class TusFiles(Authenticated):
         headers[TUS_VERSION_HEADER] = TUS_VERSION
         headers[TUS_EXTENSION] = TUS_EXTENSIONS
         headers[TUS_CHECKSUM_ALGORITHM] = ",".join(CHECKSUM_ALGORITHMS)
-        if self.max_size:
-            headers[TUS_MAX_SIZE] = str(self.max_size)
+        if self.max_bundle_size:
+            headers[TUS_MAX_SIZE] = str(self.max_bundle_size)
         cherrypy.response.status = 204
         return b""
 
