@@ -71,6 +71,11 @@ class Enqueuer:
         self.app = app
         self.queue_name = queue_name
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Enqueuer":
+        """An enqueuer with a Celery app of its own (for a process that needs no other)."""
+        return cls(make_celery(settings), settings.celery.queue_name)
+
     def __call__(self, job_id: int, kind: str) -> None:
         """Queue the task for a job of this kind ('upload' or 'move')."""
         self.app.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=self.queue_name,

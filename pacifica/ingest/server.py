@@ -14,7 +14,7 @@ import sys
 
 import cherrypy
 
-from . import db, logsetup, schema, startup
+from . import logsetup, schema, startup
 from .recovery import Janitor
 from .web.app import create_app, server_config
 from .web.tus import TusSweeper
@@ -124,14 +124,10 @@ def main(argv=None) -> int:
     if settings is None:
         return 2
     try:
-        if args.dbsync:
-            schema.sync()
-        schema.require_compatible()
+        schema.check_at_start(settings.database, upgrade=args.dbsync)
     except schema.SchemaError as err:
         logger.error("%s", err)
         return 3
-    finally:
-        db.database_proxy.close()
     app = create_app(settings)
     cherrypy.tree.mount(app, "")
     cherrypy.config.update(server_config(settings, args.address, args.port))

@@ -18,7 +18,7 @@ from .jobs import Step
 from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, Progress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE, TASK_NOTIFY
-from .services.ids import CounterIdSource, UniqueIdClient
+from .services.ids import from_settings as ids_from_settings
 from .services.metadata_sink import LocalMetadataSink, MetadataClient
 from .services.policy import LocalPolicy, PolicyClient
 
@@ -30,14 +30,12 @@ PIPELINES = {TASK_INGEST: ingest_bundle, TASK_MOVE: move_files}
 def build_deps(settings: Settings) -> Deps:
     """Pick each seam's backend from settings: a URL selects the remote service."""
     urls = settings.services
-    ids = (UniqueIdClient(urls.uniqueid, make_session(settings.http)) if urls.uniqueid
-           else CounterIdSource())
     policy = (PolicyClient(urls.policy, make_session(settings.http), settings.ingest.auth_header)
               if urls.policy else LocalPolicy(settings.policy.required))
     sink = (MetadataClient(urls.metadata, make_session(settings.http)) if urls.metadata
             else LocalMetadataSink())
     limits = BundleLimits.from_settings(settings.ingest)
-    return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
+    return Deps(ids=ids_from_settings(settings), policy=policy, archive=archive_from_settings(settings), sink=sink,
                 limits=limits, progress_interval=settings.ingest.progress_interval,
                 moves=MoveSources.from_settings(settings))
 
@@ -200,7 +198,8 @@ def install(app: Celery, settings: Settings) -> None:
     signals.setup_logging.connect(  # our format instead of Celery's, in every worker process
         lambda **_: logsetup.configure(settings.logging.level, settings.logging.format),
         weak=False)
-    signals.worker_init.connect(_check_schema(settings), weak=False)
+    signals.worker_init.connect(lambda **_: schema.check_at_start(settings.database),
+                                weak=False)
     _beat_while_running(settings)
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)
     signals.task_prerun.connect(lambda **_: db.database_proxy.connect(reuse_if_open=True),
@@ -230,13 +229,3 @@ def _beat_while_running(settings: Settings) -> None:
 
     signals.worker_ready.connect(start, weak=False)
     signals.worker_shutdown.connect(stop, weak=False)
-
-
-def _check_schema(settings: Settings):
-    def check(**_) -> None:
-        db.wait_for_database(settings.database)
-        try:
-            schema.require_compatible()
-        finally:
-            db.database_proxy.close()
-    return check

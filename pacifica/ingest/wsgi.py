@@ -1,7 +1,7 @@
 """WSGI entry point for uwsgi/gunicorn: ``pacifica.ingest.wsgi:application``."""
 import cherrypy
 
-from . import db, logsetup, schema
+from . import logsetup, schema
 from .config import load
 from .server import start_background
 from .web.app import create_app
@@ -13,9 +13,5 @@ cherrypy.config.update({"environment": "embedded"})
 settings = load()
 logsetup.configure(settings.logging.level, settings.logging.format)
 application = create_app(settings)
-db.wait_for_database(settings.database)
-try:
-    schema.require_compatible()
-finally:
-    db.database_proxy.close()
+schema.check_at_start(settings.database)
 background = start_background(application, settings)

@@ -12,9 +12,8 @@ import cherrypy
 from .. import db, metrics
 from ..config import Settings
 from ..health import Readiness, checks_for
-from ..http import make_session
 from ..queue import Enqueuer, make_celery
-from ..services.ids import CounterIdSource, UniqueIdClient
+from ..services.ids import from_settings as ids_from_settings
 from .errors import database_unavailable, error_page
 from .fast_state import FastJobState
 from .health import Health, Ready
@@ -117,11 +116,9 @@ class Endpoints(cherrypy.dispatch.MethodDispatcher):
 
 def build_intake(settings: Settings, enqueue) -> Intake:
     """The intake with the configured id source, staging volume and queue."""
-    ids = (UniqueIdClient(settings.services.uniqueid, make_session(settings.http))
-           if settings.services.uniqueid else CounterIdSource())
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space)
-    return Intake(ids, staging, enqueue,
+    return Intake(ids_from_settings(settings), staging, enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
                   moves_allowed=bool(settings.move.allowed_roots),
                   idempotency_ttl=settings.ingest.idempotency_ttl,
