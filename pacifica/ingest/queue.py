@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 
-from . import db, jobs
+from . import jobs
 from .config import Settings
 from .periodic import Periodic
 
@@ -109,13 +109,9 @@ class WaitingJobsRetry(Periodic):
     def run_once(self) -> int:
         """Try every waiting job once; return how many the broker took."""
         taken = 0
-        try:
-            db.database_proxy.connect(reuse_if_open=True)
-            for job_id in jobs.waiting_jobs():
-                kind = jobs.get(job_id).kind
-                if not submit(job_id, kind, self.enqueue):
-                    break
-                taken += 1
-        finally:
-            db.database_proxy.close()
+        for job_id in jobs.waiting_jobs():
+            kind = jobs.get(job_id).kind
+            if not submit(job_id, kind, self.enqueue):
+                break
+            taken += 1
         return taken

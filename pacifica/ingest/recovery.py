@@ -29,7 +29,7 @@ import socket
 
 from . import idempotency, jobs
 from .config import IngestSettings
-from .db import database_proxy, retrying
+from .db import retrying
 from .files import fsync_directory
 from .jobs import Job
 from .queue import WaitingJobsRetry, submit
@@ -324,9 +324,5 @@ class Janitor(WaitingJobsRetry):
 
     def run_once(self) -> int:
         """One pass of every sweep; return how many jobs the broker took."""
-        try:
-            database_proxy.connect(reuse_if_open=True)
-            sweep(self.enqueue, self.ingest)
-        finally:
-            database_proxy.close()
+        sweep(self.enqueue, self.ingest)
         return super().run_once()

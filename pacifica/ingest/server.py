@@ -103,7 +103,7 @@ def start_background(app, settings) -> list:
     fails uploads a dead frontend left behind) and the tus expiry sweeper. Returns them."""
     janitor = Janitor(app.intake.enqueue, settings.ingest)
     try:
-        janitor.run_once()
+        janitor.pass_once()
     except Exception:  # the database may not be there yet; the thread tries again
         logger.warning("start-up sweep of abandoned jobs failed", exc_info=True)
     janitor.start()

@@ -1,7 +1,9 @@
 """Celery tasks: thin wrappers that look the job up, run a pipeline and record the outcome."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from typing import Callable
@@ -201,11 +203,28 @@ def install(app: Celery, settings: Settings) -> None:
     signals.worker_init.connect(lambda **_: schema.check_at_start(settings.database),
                                 weak=False)
     _beat_while_running(settings)
+    # A pool process drops the connection it inherited; each task holds db.connection().
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)
-    signals.task_prerun.connect(lambda **_: db.database_proxy.connect(reuse_if_open=True),
-                                weak=False)
-    signals.task_postrun.connect(lambda **_: db.database_proxy.close(), weak=False)
+    _connection_per_task()
     app.ingest_task, app.move_task = ingest, move
+
+
+def _connection_per_task() -> None:
+    """Every task runs inside ``db.connection()``, from Celery's prerun to its postrun."""
+    held = threading.local()
+
+    def begin(**_) -> None:
+        end()
+        held.stack = contextlib.ExitStack()
+        held.stack.enter_context(db.connection())
+
+    def end(**_) -> None:
+        stack, held.stack = getattr(held, "stack", None), None
+        if stack is not None:
+            stack.close()
+
+    signals.task_prerun.connect(begin, weak=False)
+    signals.task_postrun.connect(end, weak=False)
 
 
 def _beat_while_running(settings: Settings) -> None:

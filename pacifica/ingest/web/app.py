@@ -1,6 +1,7 @@
 """Composition root of the frontend: build the handlers, tools and CherryPy config."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -14,7 +15,7 @@ from ..config import Settings
 from ..health import Readiness, checks_for
 from ..queue import Enqueuer, make_celery
 from ..services.ids import from_settings as ids_from_settings
-from .errors import database_unavailable, error_page
+from .errors import database_unavailable, error_page, status_line
 from .fast_state import FastJobState
 from .health import Health, Ready
 from .handlers import JobFiles, Move, Root, Upload
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 class DatabaseTool(cherrypy.Tool):
-    """Opens the thread's database connection for a request and closes it after."""
+    """Holds ``db.connection()`` from the start of a request to its end."""
 
     def __init__(self):
         super().__init__("on_start_resource", self._connect, priority=10)
@@ -43,14 +44,18 @@ class DatabaseTool(cherrypy.Tool):
 
     @staticmethod
     def _connect():
+        held = contextlib.ExitStack()
         try:
-            db.database_proxy.connect(reuse_if_open=True)
+            held.enter_context(db.connection())
         except db.UNAVAILABLE_ERRORS as err:
-            raise cherrypy.HTTPError(503, database_unavailable(err)) from err
+            raise cherrypy.HTTPError(status_line(503), database_unavailable(err)) from err
+        cherrypy.request.ingest_db = held
 
     @staticmethod
     def _close():
-        db.release_connection()
+        held = getattr(cherrypy.request, "ingest_db", None)
+        if held is not None:
+            held.close()
 
 
 cherrypy.tools.ingest_db = DatabaseTool()

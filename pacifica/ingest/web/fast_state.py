@@ -93,10 +93,7 @@ class FastJobState:
         return parse_job_id(None if not values else values[0] if len(values) == 1 else values)
 
     def _state(self, environ, job_id: int) -> dict:
-        db.database_proxy.connect(reuse_if_open=True)
-        try:
+        with db.connection():
             identity = self.identifier.identify(environ)
             return heartbeats.job_state(jobs.get(job_id, identity.may_see), self.worker_timeout,
                                         self.queue)
-        finally:
-            db.release_connection()

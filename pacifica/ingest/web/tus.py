@@ -24,7 +24,7 @@ import os
 
 import cherrypy
 
-from .. import db, idempotency, jobs
+from .. import idempotency, jobs
 from ..protocol import (CALLBACK_URL, IDEMPOTENCY_KEY, JOB_ID, PATCH_CONTENT_TYPE,
                         TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_EXTENSIONS, TUS_MAX_SIZE,
                         TUS_PATH, TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER, UPLOAD_CHECKSUM, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES,
@@ -220,7 +220,6 @@ class TusSweeper(Periodic):
 
     def run_once(self) -> None:
         """Expire idle uploads and finish landing complete ones."""
-        db.database_proxy.connect(reuse_if_open=True)
         self.uploads.sweep()
 
 
