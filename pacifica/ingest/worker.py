@@ -36,9 +36,10 @@ def build_deps(settings: Settings) -> Deps:
               if urls.policy else LocalPolicy(settings.policy.required))
     sink = (MetadataClient(urls.metadata, make_session(settings.http)) if urls.metadata
             else LocalMetadataSink())
-    limits = BundleLimits.from_settings(settings.ingest)
-    return Deps(ids=ids_from_settings(settings), policy=policy, archive=archive_from_settings(settings), sink=sink,
-                limits=limits, progress_interval=settings.ingest.progress_interval,
+    return Deps(ids=ids_from_settings(settings), policy=policy,
+                archive=archive_from_settings(settings), sink=sink,
+                limits=BundleLimits.from_settings(settings.ingest),
+                progress_interval=settings.ingest.progress_interval,
                 moves=MoveSources.from_settings(settings))
 
 

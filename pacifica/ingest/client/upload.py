@@ -355,7 +355,8 @@ class IngestClient:
                     f"job {job_id} is not done after {timeout:.0f} s; it was at step "
                     f"'{state.get('task')}' ({state.get('task_percent')} % of that step) and "
                     f"goes on on the server: follow it with GET "
-                    f"{self.url}{protocol.GET_STATE_PATH}?job_id={job_id}, or wait longer with --timeout (0 = no limit)")
+                    f"{self.url}{protocol.GET_STATE_PATH}?job_id={job_id}, or wait longer "
+                    "with --timeout (0 = no limit)")
             time.sleep(interval)
 
 

@@ -25,13 +25,14 @@ import os
 import cherrypy
 
 from .. import idempotency, jobs
-from ..protocol import (CALLBACK_URL, IDEMPOTENCY_KEY, JOB_ID, PATCH_CONTENT_TYPE,
-                        TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_EXTENSIONS, TUS_MAX_SIZE,
-                        TUS_PATH, TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER, UPLOAD_CHECKSUM, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES,
-                        UPLOAD_LENGTH, UPLOAD_METADATA, UPLOAD_OFFSET)
 from ..auth import Identity
 from ..periodic import Periodic
 from ..errors import UploadError
+from ..protocol import (CALLBACK_URL, IDEMPOTENCY_KEY, JOB_ID, PATCH_CONTENT_TYPE,
+                        TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_EXTENSIONS, TUS_MAX_SIZE,
+                        TUS_PATH, TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER,
+                        UPLOAD_CHECKSUM, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH,
+                        UPLOAD_METADATA, UPLOAD_OFFSET)
 from . import cors
 from .errors import json_errors
 from .framing import body_length
