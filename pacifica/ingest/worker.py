@@ -13,7 +13,7 @@ from celery import Celery, signals
 from . import db, heartbeats, jobs, logsetup, metrics, notify, receipts, recovery, schema
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
-from .config import Settings
+from .config import IngestSettings, Settings
 from .errors import IngestError, JobNotFound
 from .http import make_session, redact
 from .jobs import Step
@@ -105,7 +105,7 @@ def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
                        job_id, job.owner)
     logger.info("job %s started attempt %d", job_id, job.attempts + 1)
     started = time.monotonic()
-    progress = Progress(job_id, 0.5, floor=_step_of(job.task))
+    progress = Progress(job_id, IngestSettings.progress_interval, floor=_step_of(job.task))
     try:
         deps = get_deps()
         progress.interval = deps.progress_interval

@@ -31,9 +31,8 @@ METHODS = ("GET", "HEAD")
 class FastJobState:
     """WSGI middleware: answers ``/get_state``, hands everything else to ``app``."""
 
-    def __init__(self, app, identifier: Identifier, log: cherrypy._cplogging.LogManager,
-                 worker_timeout: float = 30.0, queue: str | None = None,
-                 sample: float = 1.0, **_config):
+    def __init__(self, app, *, identifier: Identifier, log: cherrypy._cplogging.LogManager,
+                 worker_timeout: float, queue: str, sample: float, **_config):
         self.app = app
         self.identifier = identifier
         self.log = log  # the CherryPy application's: its access logger and format
