@@ -100,3 +100,14 @@ def test_default_home_is_the_checkout_scripts_run_sh_uses(tmp_path, monkeypatch)
     settings = load(None, {})
     assert settings.ingest.home == checkout
     assert settings.ingest.volume_path == os.path.join(checkout, "var", "volume")
+def test_dataclass_defaults_are_the_defaults_table():
+    """Every field default is DEFAULTS' value as load() reads it: one place for defaults."""
+    import dataclasses  # pylint: disable=import-outside-toplevel
+    loaded = load(environ={})
+    for section in dataclasses.fields(loaded):
+        value = getattr(loaded, section.name)
+        for item in dataclasses.fields(value):
+            if (section.name, item.name) == ("ingest", "home"):
+                continue  # load() resolves it: INGEST_HOME, the config file's folder or the checkout
+            if item.default is not dataclasses.MISSING:
+                assert getattr(value, item.name) == item.default, (section.name, item.name)

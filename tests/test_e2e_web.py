@@ -32,12 +32,16 @@ def test_get_state_errors_are_json(stack, query, status, words):
     body = reply.json()
     assert words in body["message"]
     assert set(body) == {"status", "message", "traceback", "version"}
+    head = requests.head(stack.url + "/get_state" + query, timeout=10)
+    assert head.status_code == status and not head.content
 
 
 @pytest.mark.parametrize("method, path, status", [
     ("GET", "/no/such/page", 404),
     ("DELETE", "/upload", 405),
     ("PUT", "/upload", 405),
+    ("POST", "/get_state?job_id=1", 405),
+    ("DELETE", "/get_state", 405),
 ])
 def test_routing_errors_are_json(stack, method, path, status):
     reply = requests.request(method, stack.url + path, timeout=10)

@@ -51,3 +51,7 @@ def test_intake_imports_neither_http_nor_the_pipeline():
     loaded = modules_after_import(*modules)
     assert not http_modules(loaded), sorted(http_modules(loaded))
     assert not PIPELINE & loaded
+def test_protocol_module_imports_nothing_of_the_project():
+    loaded = modules_after_import("pacifica.ingest.protocol")
+    ours = {name for name in loaded if name.startswith("pacifica.ingest.")}
+    assert ours == {"pacifica.ingest.protocol"}, ours

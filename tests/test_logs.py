@@ -69,8 +69,7 @@ def test_text_lines_carry_the_job_id_and_cannot_be_forged(make_stack):
 
 
 def test_json_lines_parse_and_carry_the_job_id(make_stack):
-    stack = make_stack(extra_env={"INGEST_LOGGING_FORMAT": "json",
-                                  "INGEST_LOGGING_GET_STATE_LEVEL": "INFO"}).start()
+    stack = make_stack(extra_env={"INGEST_LOGGING_FORMAT": "json"}).start()
     posted, resumable, failed = _run_jobs(stack)
     wait_until(lambda: f"job {failed} failed at" in stack.log("worker0"), 30, "the failure line")
     records = [json.loads(line) for line in _logs(stack).splitlines() if line.startswith("{")]
@@ -81,6 +80,45 @@ def test_json_lines_parse_and_carry_the_job_id(make_stack):
         assert all(record.get("job_id") == job_id for record in about), about
     messages = [record["message"] for record in records]
     assert f"job {posted} received: " in "\n".join(messages)
-    assert any(record["logger"] == "pacifica.ingest.access" and record.get("job_id") == posted
-               for record in records), "get_state is in the access log at INFO"
+    assert any(record["logger"].startswith("cherrypy.access") and record.get("job_id") == posted
+               and '"GET /get_state?job_id=' in record["message"]
+               for record in records), "get_state is in the access log, with its job id"
     assert {"time", "level", "logger", "message"} <= set(records[0])
+
+
+def _access_lines(stack, needle: str) -> list[str]:
+    return [line for line in _logs(stack).splitlines() if "cherrypy.access" in line
+            and needle in line]
+
+
+def test_get_state_writes_an_access_line_like_every_other_request(make_stack):
+    """The fast get_state path logs in CherryPy's access format, one line per request."""
+    stack = make_stack().start()
+    job_id = stack.upload(make_bundle({"a/one.txt": b"one"}))["job_id"]
+    agent = {"User-Agent": "access-log-test/1"}
+    for _ in range(3):
+        assert requests.get(f"{stack.url}/get_state", params={"job_id": job_id}, headers=agent,
+                            timeout=30).status_code == 200
+    assert requests.get(f"{stack.url}/get_state", params={"job_id": "x"}, headers=agent,
+                        timeout=30).status_code == 400
+    assert requests.get(f"{stack.url}/jobs", headers=agent, timeout=30).status_code == 200
+    wait_until(lambda: _access_lines(stack, '"GET /jobs HTTP/1.1" 200'), 30, "the /jobs line")
+    ours = _access_lines(stack, f'"GET /get_state?job_id={job_id} HTTP/1.1" 200 ')
+    assert len(ours) == 3, _logs(stack)
+    (bad,) = _access_lines(stack, '"GET /get_state?job_id=x HTTP/1.1" 400 ')
+    (other,) = _access_lines(stack, '"GET /jobs HTTP/1.1" 200 ')
+    for line in (ours[0], bad, other):  # host - - [time] "request" status bytes "" "agent"
+        assert line.endswith('"" "access-log-test/1"'), line
+        assert " 127.0.0.1 - - [" in line, line
+    assert f"[job {job_id}]" in ours[0]
+
+
+def test_get_state_access_lines_can_be_sampled_away(make_stack):
+    stack = make_stack(extra_env={"INGEST_LOGGING_ACCESS_LOG_SAMPLE": "0"}).start()
+    job_id = stack.upload(make_bundle({"a/one.txt": b"one"}))["job_id"]
+    for _ in range(3):
+        requests.get(f"{stack.url}/get_state", params={"job_id": job_id}, timeout=30)
+    assert requests.get(f"{stack.url}/get_state", params={"job_id": "x"},
+                        timeout=30).status_code == 400
+    wait_until(lambda: _access_lines(stack, "/get_state?job_id=x"), 30, "the error's line")
+    assert not _access_lines(stack, f"/get_state?job_id={job_id} "), "sample 0 logs no success"

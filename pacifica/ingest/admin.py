@@ -12,7 +12,7 @@ from .archive import from_settings as archive_from_settings
 from .errors import AdminRefused, IngestError
 from .intake.files import unlink_quietly
 from .pipeline import rollback
-from .queue import Enqueuer, make_celery, submit
+from .queue import Enqueuer, submit
 from .intake.staging import Staging
 
 logger = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _undo_finished(job, settings) -> None:
     catalog.forget(job.job_id)
 
 
-def cmd_retry(args, settings) -> int:
+def cmd_retry(args, settings, enqueue) -> int:
     """Copy the bundle onto the volume, reset the job and queue it again."""
     job = jobs.get(args.job_id)
     _check_retry_allowed(job, args, settings)
@@ -216,7 +216,6 @@ def cmd_retry(args, settings) -> int:
     kind = jobs.KIND_MOVE if args.move else job.kind
     jobs.reset(args.job_id, path=path)
     jobs.set_fields(args.job_id, kind=kind, file_id_start=None, file_count=None)
-    enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
     queued = submit(args.job_id, kind, enqueue)
     _print(jobs.get(args.job_id).as_dict())
     if not queued:
@@ -317,9 +316,8 @@ def _each_selected(args, settings, act) -> int:
     return 1 if refused else 0
 
 
-def cmd_requeue(args, settings) -> int:
+def cmd_requeue(args, settings, enqueue) -> int:
     """Reset jobs to OK and queue them again; file ids already given are kept."""
-    enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
 
     def requeue(job) -> None:
         if job.complete and job.state == jobs.OK:
@@ -352,9 +350,8 @@ def cmd_fail(args, settings) -> int:
     return _each_selected(args, settings, fail)
 
 
-def cmd_recover(args, settings) -> int:
+def cmd_recover(args, settings, enqueue) -> int:
     """What the frontend does every few seconds, once, from the command line."""
-    enqueue = Enqueuer(make_celery(settings), settings.celery.queue_name)
     _print(recovery.sweep(enqueue, settings.ingest))
     return 0
 
@@ -416,6 +413,7 @@ COMMANDS = {"job": cmd_job, "dbsync": cmd_dbsync, "dbchk": cmd_dbchk, "retry": c
             "files": cmd_files, "jobs": cmd_jobs, "requeue": cmd_requeue, "fail": cmd_fail,
             "recover": cmd_recover, "token": cmd_token, "keys": cmd_keys,
             "verify-receipt": cmd_verify_receipt}
+QUEUEING = {"retry", "requeue", "recover"}  # the commands that hand jobs to the broker
 
 
 def main(argv=None) -> int:
@@ -430,7 +428,9 @@ def main(argv=None) -> int:
         return 2
     try:
         if args.command not in ("dbsync", "dbchk"):
-            schema.require_compatible()
+            schema.check_at_start(settings.database)
+        if args.command in QUEUEING:  # the composition root: the broker seam, built once
+            return COMMANDS[args.command](args, settings, Enqueuer.from_settings(settings))
         return COMMANDS[args.command](args, settings)
     except (IngestError, schema.SchemaError, auth.AuthError) as err:
         logger.error("%s", err)

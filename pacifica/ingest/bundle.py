@@ -22,17 +22,18 @@ import os
 import shutil
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from .config import IngestSettings
 from .errors import BundleError, MetadataError, Problems
 from .extent import Extent
 from .intake import member_digests
 from .intake.files import unlink_quietly, written_whole
 from .intake.volume import partial, unpacked
-from .metadata import DATA_ROOT, split_path
+from .metadata import split_path
+from .protocol import DATA_ROOT, METADATA_NAME
 from .tarheaders import check_headers
 
-METADATA_NAME = "metadata.txt"
 BLOCK = 512
 UNPACK_CHUNK = 1024 * 1024
 
@@ -47,14 +48,20 @@ DECOMPRESSION_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, ValueErro
 
 @dataclass(frozen=True)
 class BundleLimits:
-    """Bounds that keep a hostile bundle from costing more than it should."""
+    """Bounds that keep a hostile bundle from costing more than it should ([ingest] settings
+    of the same names; their defaults).  A 0 limit is no limit."""
 
-    max_members: int = 1_000_000
-    max_metadata_size: int = 64 * 1024**2
-    max_total_size: int = 0  # 0: no limit beyond the bundle's own size
-    max_unpacked_size: int = 0  # a decompressed bundle's cap (max_bundle_size); 0: none
-    max_unpack_ratio: int = 0  # decompressed/compressed size cap; 0: none
-    min_free_space: int = 0  # what decompressing must leave free on the volume
+    max_members: int = IngestSettings.max_members
+    max_metadata_size: int = IngestSettings.max_metadata_size
+    max_total_size: int = IngestSettings.max_total_size  # beyond the bundle's own size
+    max_bundle_size: int = IngestSettings.max_bundle_size  # caps a decompressed bundle too
+    max_unpack_ratio: int = IngestSettings.max_unpack_ratio  # decompressed/compressed size
+    min_free_space: int = IngestSettings.min_free_space  # left free when decompressing
+
+    @classmethod
+    def from_settings(cls, ingest: IngestSettings) -> "BundleLimits":
+        """The limits the settings give."""
+        return cls(**{item.name: getattr(ingest, item.name) for item in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -175,8 +182,8 @@ def unpack_cap(compressed_size: int, free_space: int, limits: BundleLimits) -> t
     """
     caps = [(max(free_space - limits.min_free_space, 0),
              "more than the volume has room for now (less min_free_space)")]
-    if limits.max_unpacked_size:
-        caps.append((limits.max_unpacked_size, f"more than {limits.max_unpacked_size} bytes, "
+    if limits.max_bundle_size:
+        caps.append((limits.max_bundle_size, f"more than {limits.max_bundle_size} bytes, "
                      "over max_bundle_size, which applies to the decompressed tar as to an "
                      "uncompressed upload"))
     if limits.max_unpack_ratio:

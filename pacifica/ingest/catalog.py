@@ -7,6 +7,7 @@ import peewee
 
 from .db import BaseModel, LongTextField, bulk_insert, database_proxy, too_wide
 from .errors import MetadataSinkError, Problems
+from . import protocol
 from .jobs import utcnow
 
 
@@ -78,7 +79,7 @@ def record(job_id: int, user: str, entries: list) -> bool:
               "size": e["size"], "hashtype": e["hashtype"], "hashsum": e["hashsum"],
               "mimetype": _text(e.get("mimetype")), "ctime": _text(e.get("ctime")),
               "mtime": _text(e.get("mtime"))}
-             for e in entries if e.get("destinationTable") == "Files"]
+             for e in entries if e.get("destinationTable") == protocol.FILES_TABLE]
     _check_widths(transaction, pairs, files)
     with database_proxy.atomic():
         if Transaction.get_or_none(Transaction.job_id == job_id) is not None:

@@ -65,7 +65,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
     "logging": {
         "level": ("INFO", "INGEST_LOG_LEVEL"),
         "format": ("text", None),
-        "get_state_level": ("DEBUG", None),
+        "access_log_sample": ("1.0", None),
     },
     "uniqueid": {"url": ("", "UNIQUEID_URL")},
     "policy": {
@@ -131,91 +131,101 @@ def _bool(text: str) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
 
+def _words(text: str) -> tuple[str, ...]:
+    """A list setting: items separated by commas or white space."""
+    return tuple(item for item in re.split(r"[,\s]+", text) if item)
+
+
+def _default(section: str, key: str, kind=str):
+    """A dataclass field's default: DEFAULTS' text read as ``load`` reads it (one place)."""
+    return kind(DEFAULTS[section][key][0])
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     """Frontend and pipeline settings."""
 
     volume_path: str
-    transfer_size: int = 4 * 1024**2
-    auth_header: str = "X-Http-Authed-User"
-    default_user: str = "root"
-    max_bundle_size: int = 100 * 1024**3
-    min_free_space: int = 1024**3
-    max_metadata_size: int = 64 * 1024**2
-    max_members: int = 1_000_000
-    max_total_size: int = 0
-    max_unpack_ratio: int = 100
-    progress_interval: float = 0.5
-    stale_after: float = 3600.0
-    thread_pool: int = 32
-    socket_timeout: float = 300.0
-    tus_expiry: float = 604800.0
-    tus_max_metadata: int = 4096
-    tus_user_quota: int = 1024**4
-    public_url: str = ""
-    cors_origins: tuple[str, ...] = ()
-    keep_failed: float = 86400.0
-    idempotency_ttl: float = 86400.0
-    min_upload_rate: int = 1024
-    upload_rate_window: float = 60.0
-    max_uploads: int = 16
-    max_uploads_per_user: int = 4
-    hash_on_arrival: bool = True
-    home: str = ""
+    transfer_size: int = _default("ingest", "transfer_size", parse_size)
+    auth_header: str = _default("ingest", "auth_header")
+    default_user: str = _default("ingest", "default_user")
+    max_bundle_size: int = _default("ingest", "max_bundle_size", parse_size)
+    min_free_space: int = _default("ingest", "min_free_space", parse_size)
+    max_metadata_size: int = _default("ingest", "max_metadata_size", parse_size)
+    max_members: int = _default("ingest", "max_members", int)
+    max_total_size: int = _default("ingest", "max_total_size", parse_size)
+    max_unpack_ratio: int = _default("ingest", "max_unpack_ratio", int)
+    progress_interval: float = _default("ingest", "progress_interval", float)
+    stale_after: float = _default("ingest", "stale_after", float)
+    thread_pool: int = _default("ingest", "thread_pool", int)
+    socket_timeout: float = _default("ingest", "socket_timeout", float)
+    tus_expiry: float = _default("ingest", "tus_expiry", float)
+    tus_max_metadata: int = _default("ingest", "tus_max_metadata", parse_size)
+    tus_user_quota: int = _default("ingest", "tus_user_quota", parse_size)
+    public_url: str = _default("ingest", "public_url")
+    cors_origins: tuple[str, ...] = _default("ingest", "cors_origins", _words)
+    keep_failed: float = _default("ingest", "keep_failed", float)
+    idempotency_ttl: float = _default("ingest", "idempotency_ttl", float)
+    min_upload_rate: int = _default("ingest", "min_upload_rate", parse_size)
+    upload_rate_window: float = _default("ingest", "upload_rate_window", float)
+    max_uploads: int = _default("ingest", "max_uploads", int)
+    max_uploads_per_user: int = _default("ingest", "max_uploads_per_user", int)
+    hash_on_arrival: bool = _default("ingest", "hash_on_arrival", _bool)
+    home: str = _default("ingest", "home")
 
 
 @dataclass(frozen=True)
 class AuthSettings:
     """Who a request comes from: trusted proxies, required identity, admins."""
 
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
-    require_user: bool = False
-    admins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = _default("auth", "trusted_proxies", _words)
+    require_user: bool = _default("auth", "require_user", _bool)
+    admins: tuple[str, ...] = _default("auth", "admins", _words)
 
 
 @dataclass(frozen=True)
 class NotifySettings:
     """Completion webhooks: where to POST, the HMAC secret, client URLs and their allow-list."""
 
-    urls: tuple[str, ...] = ()
-    secret: str = ""
-    allow_client_urls: bool = False
-    allowed_hosts: tuple[str, ...] = ()
-    retry_for: float = 3600.0
-    timeout: float = 10.0
+    urls: tuple[str, ...] = _default("notify", "urls", _words)
+    secret: str = _default("notify", "secret")
+    allow_client_urls: bool = _default("notify", "allow_client_urls", _bool)
+    allowed_hosts: tuple[str, ...] = _default("notify", "allowed_hosts", _words)
+    retry_for: float = _default("notify", "retry_for", float)
+    timeout: float = _default("notify", "timeout", float)
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    """Log level and format of every process; the level of get_state's access lines."""
+    """Log level and format of every process; the share of get_state requests access-logged."""
 
-    level: str = "INFO"
-    format: str = "text"
-    get_state_level: str = "DEBUG"
+    level: str = _default("logging", "level")
+    format: str = _default("logging", "format")
+    access_log_sample: float = _default("logging", "access_log_sample", float)
 
 
 @dataclass(frozen=True)
 class MoveSettings:
     """``/move``: refused unless sources lie beneath one of these roots."""
 
-    allowed_roots: tuple[str, ...] = ()
+    allowed_roots: tuple[str, ...] = _default("move", "allowed_roots", _words)
 
 
 @dataclass(frozen=True)
 class ServiceUrls:
     """Remote Pacifica services; an empty URL selects the embedded implementation."""
 
-    uniqueid: str = ""
-    policy: str = ""
-    archiveinterface: str = ""
-    metadata: str = ""
+    uniqueid: str = _default("uniqueid", "url")
+    policy: str = _default("policy", "ingest_url")
+    archiveinterface: str = _default("archiveinterface", "url")
+    metadata: str = _default("metadata", "ingest_url")
 
 
 @dataclass(frozen=True)
 class PolicySettings:
     """The built-in policy: Transactions fields every bundle must name."""
 
-    required: tuple[str, ...] = ("submitter", "project", "instrument")
+    required: tuple[str, ...] = _default("policy", "required", _words)
 
 
 @dataclass(frozen=True)
@@ -223,7 +233,7 @@ class ArchiveSettings:
     """Where files go when no Archive Interface URL is set."""
 
     local_path: str
-    fsync: bool = True
+    fsync: bool = _default("archiveinterface", "fsync", _bool)
 
 
 @dataclass(frozen=True)
@@ -231,8 +241,8 @@ class DatabaseSettings:
     """A peewee database URL and how hard to try connecting."""
 
     url: str
-    connect_attempts: int = 10
-    connect_wait: float = 2.0
+    connect_attempts: int = _default("database", "connect_attempts", int)
+    connect_wait: float = _default("database", "connect_wait", float)
 
 
 @dataclass(frozen=True)
@@ -241,23 +251,23 @@ class CelerySettings:
 
     broker_url: str
     queue_path: str
-    backend_url: str = ""
-    queue_name: str = "ingest"
-    concurrency: int = 2
-    max_memory_per_child: int = 512 * 1024**2
-    heartbeat_interval: float = 5.0
-    worker_timeout: float = 30.0
+    backend_url: str = _default("celery", "backend_url")
+    queue_name: str = _default("celery", "queue_name")
+    concurrency: int = _default("celery", "concurrency", int)
+    max_memory_per_child: int = _default("celery", "max_memory_per_child", parse_size)
+    heartbeat_interval: float = _default("celery", "heartbeat_interval", float)
+    worker_timeout: float = _default("celery", "worker_timeout", float)
 
 
 @dataclass(frozen=True)
 class HttpSettings:
     """Timeouts and retries for every call to a remote service."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 300.0
-    retries: int = 5
-    backoff: float = 0.5
-    parallel_uploads: int = 1
+    connect_timeout: float = _default("http", "connect_timeout", float)
+    read_timeout: float = _default("http", "read_timeout", float)
+    retries: int = _default("http", "retries", int)
+    backoff: float = _default("http", "backoff", float)
+    parallel_uploads: int = _default("http", "parallel_uploads", int)
 
 
 @dataclass(frozen=True)
@@ -429,8 +439,8 @@ def load(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Se
     log_settings = LoggingSettings(
         level=_choice(get("logging", "level").upper(), "logging", "level", LOG_LEVELS),
         format=_choice(get("logging", "format").lower(), "logging", "format", ("text", "json")),
-        get_state_level=_choice(get("logging", "get_state_level").upper(), "logging",
-                                "get_state_level", LOG_LEVELS),
+        access_log_sample=_fraction(number("logging", "access_log_sample", float), "logging",
+                                    "access_log_sample"),
     )
     notify = NotifySettings(
         urls=_words(get("notify", "urls")),
@@ -458,9 +468,11 @@ def _choice(value: str, section: str, key: str, allowed: tuple[str, ...]) -> str
     return value
 
 
-def _words(text: str) -> tuple[str, ...]:
-    """A list setting: items separated by commas or white space."""
-    return tuple(item for item in re.split(r"[,\s]+", text) if item)
+def _fraction(value: float, section: str, key: str) -> float:
+    """A setting that must lie from 0 to 1."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"[{section}] {key} = {value!r}: use a number from 0 to 1")
+    return value
 
 
 def _absolute_sqlite_url(url: str, anchored) -> str:

@@ -1,10 +1,11 @@
 """Database binding: one peewee proxy every model uses, bound once per process."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import peewee
 from playhouse.db_url import connect as connect_url
@@ -106,6 +107,17 @@ def wait_for_database(settings: DatabaseSettings) -> None:
             logger.warning("database not ready (%s); attempt %d of %d", err, attempt, attempts)
             time.sleep(settings.connect_wait)
             _reset_connection()
+
+
+@contextlib.contextmanager
+def connection() -> Iterator[None]:
+    """This thread's connection for one request or one pass of upkeep, given back after
+    (``release_connection``: SQLite keeps it for the thread)."""
+    database_proxy.connect(reuse_if_open=True)
+    try:
+        yield
+    finally:
+        release_connection()
 
 
 def release_connection() -> None:

@@ -31,14 +31,14 @@ class CheckFailed(Exception):
 def check_database() -> str:
     """The database answers and its schema is the one this code needs."""
     try:
-        db.database_proxy.connect(reuse_if_open=True)
-        db.database_proxy.execute_sql("SELECT 1")
-        schema.require_compatible()
+        with db.connection():
+            db.database_proxy.execute_sql("SELECT 1")
+            schema.require_compatible()
+            major, minor = schema.current_version()
     except schema.SchemaError as err:
         raise CheckFailed(str(err)) from None
     except db.UNAVAILABLE_ERRORS as err:
         raise CheckFailed(f"the database does not answer ({type(err).__name__})") from None
-    major, minor = schema.current_version()
     return f"reachable, schema {major}.{minor}"
 
 
@@ -71,10 +71,10 @@ def check_volume(volume_path: str, min_free_space: int) -> str:
 def check_workers(timeout: float, queue: str) -> str:
     """At least one worker of our queue has beaten within ``timeout`` seconds."""
     try:
-        db.database_proxy.connect(reuse_if_open=True)
-        live = heartbeats.live_workers(timeout, queue)
-        if not live:
-            raise CheckFailed(heartbeats.no_worker_note(timeout, queue) or "no worker")
+        with db.connection():
+            live = heartbeats.live_workers(timeout, queue)
+            if not live:
+                raise CheckFailed(heartbeats.no_worker_note(timeout, queue) or "no worker")
     except db.UNAVAILABLE_ERRORS:
         raise CheckFailed("unknown: the database does not answer") from None
     return f"{len(live)} live"
@@ -146,6 +146,4 @@ def _timed(check: Callable[[], str]) -> dict:
         detail, ok = str(err), False
     except Exception as err:  # pylint: disable=broad-except
         detail, ok = f"the check failed ({type(err).__name__})", False
-    finally:
-        db.release_connection()
     return {"ok": ok, "detail": detail, "seconds": round(time.monotonic() - started, 4)}

@@ -2,29 +2,13 @@
 from __future__ import annotations
 
 import datetime
-import enum
 from typing import Callable
 
 import peewee
 
 from .db import BaseModel, database_proxy, retrying, too_wide
 from .errors import AdminRefused, JobNotFound, UploadError
-
-OK = "OK"
-FAILED = "FAILED"
-
-
-class Step(enum.Enum):
-    """Tasks a job passes through; the values are the wire names (docs/PROTOCOL.md)."""
-
-    UPLOADING = "UPLOADING"
-    OPEN_TAR = "open tar"
-    LOAD_METADATA = "load metadata"
-    POLICY = "Policy Validation"
-    INGEST_FILES = "ingest files"
-    MOVE_FILES = "move files"
-    INGEST_METADATA = "ingest metadata"
-
+from .protocol import FAILED, OK, Step
 
 # queue_state: where the job stands with the broker.
 RECEIVING = "receiving"  # the body is still arriving
@@ -60,7 +44,7 @@ class Job(BaseModel):
     path = peewee.CharField(max_length=1024, null=True)
     bytes_expected = peewee.BigIntegerField(null=True)
     bytes_received = peewee.BigIntegerField(default=0)
-    queue_state = peewee.CharField(max_length=16, default="receiving", index=True)
+    queue_state = peewee.CharField(max_length=16, default=RECEIVING, index=True)
     file_id_start = peewee.BigIntegerField(null=True)
     file_count = peewee.IntegerField(null=True)
     attempts = peewee.IntegerField(default=0)

@@ -12,10 +12,9 @@ from typing import Iterable
 
 from .checksum import digest_size_of
 from .errors import MetadataError, Problems
+from .protocol import DATA_ROOT, FILES_TABLE
 
-FILES = "Files"
 REQUIRED_FILE_KEYS = ("name", "subdir", "size", "hashtype", "hashsum")
-DATA_ROOT = "data"
 MAX_JSON_DEPTH = 64
 
 
@@ -112,7 +111,7 @@ def validate(entries, require_source: bool = False) -> IngestMetadata:
         if not isinstance(table, str) or not table:
             problems.append(f"{where}: has no destinationTable")
             continue
-        if table == FILES:
+        if table == FILES_TABLE:
             parsed = _file_entry(index, entry, require_source, problems)
             if parsed:
                 files.append(parsed)

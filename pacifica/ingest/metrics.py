@@ -139,14 +139,11 @@ def service_state(worker_timeout: float, queue: str, tus_store) -> dict:
     job = jobs.Job
     running = (job.state == jobs.OK) & (job.complete == False)  # noqa: E712
     waiting = running & job.queue_state.in_((jobs.QUEUED, jobs.WAITING)) & (job.owner == "")
-    db.database_proxy.connect(reuse_if_open=True)
-    try:
+    with db.connection():
         in_flight = job.select().where(running & (job.queue_state == jobs.RECEIVING)).count()
         queued = job.select().where(waiting).count()
         oldest = job.select(peewee.fn.MIN(job.updated)).where(waiting).scalar()
         live = len(heartbeats.live_workers(worker_timeout, queue))
-    finally:
-        db.release_connection()
     if isinstance(oldest, str):  # SQLite hands back text for an aggregate
         oldest = datetime.datetime.fromisoformat(oldest)
     age = (jobs.utcnow() - oldest).total_seconds() if oldest else 0.0

@@ -31,15 +31,15 @@ class Periodic:
         """One pass of the upkeep."""
         raise NotImplementedError
 
+    def pass_once(self):
+        """``run_once`` with this thread's database connection, given back after."""
+        with db.connection():
+            return self.run_once()
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.run_once()
+                self.pass_once()
             except Exception:  # keep going through database and broker outages
                 logger.warning("%s pass failed; trying again in %ss", self.name, self.interval,
                                exc_info=True)
-            finally:
-                try:
-                    db.database_proxy.close()
-                except db.UNAVAILABLE_ERRORS:
-                    pass

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Callable
 
-from . import jobs, metadata, metrics, receipts, timeline
+from . import jobs, metadata, metrics, protocol, receipts, timeline
 from .archive import ArchiveBackend, FileSource
-from .intake import member_digests
 from .archive.fanout import StoreFanout
 from .bundle import BundleLimits, OpenedBundle
+from .config import IngestSettings
+from .intake import member_digests
 from .errors import IngestError, MetadataError, Problems
 from .extent import Extent
 from .intake.files import unlink_quietly
@@ -43,7 +44,7 @@ class Deps:
     sink: MetadataSink
     limits: BundleLimits = BundleLimits()
     moves: MoveSources = MoveSources()  # no roots: every move refused
-    progress_interval: float = 0.5
+    progress_interval: float = IngestSettings.progress_interval
 
 
 STEP_ORDER = {step: position for position, step in enumerate(Step)}
@@ -223,7 +224,7 @@ def _held_source(entry: metadata.FileEntry, held: OpenedSource) -> FileSource:
 
 def _clip(subdir: str) -> str:
     parts = metadata.split_path(subdir)
-    return "/".join(parts[1:] if parts[:1] == [metadata.DATA_ROOT] else parts)
+    return "/".join(parts[1:] if parts[:1] == [protocol.DATA_ROOT] else parts)
 
 
 def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: list,
@@ -231,7 +232,7 @@ def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: list,
     """Record the metadata and the receipt; if anything fails, take the job's files back out
     of the archive.  Returns the files and bytes the job stored."""
     size = sum(int(entry.get("size") or 0) for entry in final
-               if entry.get("destinationTable") == "Files")
+               if entry.get("destinationTable") == protocol.FILES_TABLE)
     with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
         progress.begin(Step.INGEST_METADATA)
         deps.sink.publish(job.job_id, job.user, final)

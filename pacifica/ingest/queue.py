@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 
-from . import db, jobs
+from . import jobs
 from .config import Settings
 from .periodic import Periodic
 
@@ -71,6 +71,11 @@ class Enqueuer:
         self.app = app
         self.queue_name = queue_name
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Enqueuer":
+        """An enqueuer with a Celery app of its own (for a process that needs no other)."""
+        return cls(make_celery(settings), settings.celery.queue_name)
+
     def __call__(self, job_id: int, kind: str) -> None:
         """Queue the task for a job of this kind ('upload' or 'move')."""
         self.app.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=self.queue_name,
@@ -104,13 +109,9 @@ class WaitingJobsRetry(Periodic):
     def run_once(self) -> int:
         """Try every waiting job once; return how many the broker took."""
         taken = 0
-        try:
-            db.database_proxy.connect(reuse_if_open=True)
-            for job_id in jobs.waiting_jobs():
-                kind = jobs.get(job_id).kind
-                if not submit(job_id, kind, self.enqueue):
-                    break
-                taken += 1
-        finally:
-            db.database_proxy.close()
+        for job_id in jobs.waiting_jobs():
+            kind = jobs.get(job_id).kind
+            if not submit(job_id, kind, self.enqueue):
+                break
+            taken += 1
         return taken

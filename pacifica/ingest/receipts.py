@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (Ed25519PrivateKey
 
 from .db import BaseModel, LongTextField, retrying
 from .errors import ArchiveError
+from . import protocol
 from .jobs import utcnow
 
 SCHEMA = "pacifica-ingest-receipt/1"
@@ -95,7 +96,7 @@ def build(job, final: list, completed: datetime.datetime) -> dict:
     """The receipt document of a job from the metadata list it recorded (``final``)."""
     files = []
     for entry in final:
-        if isinstance(entry, dict) and entry.get("destinationTable") == "Files":
+        if isinstance(entry, dict) and entry.get("destinationTable") == protocol.FILES_TABLE:
             subdir = str(entry.get("subdir") or "").strip("/")
             path = f"{subdir}/{entry['name']}" if subdir else str(entry["name"])
             files.append({"path": path, "size": int(entry["size"]),
@@ -104,8 +105,8 @@ def build(job, final: list, completed: datetime.datetime) -> dict:
     files.sort(key=lambda item: item["archive_id"])
     manifests: dict[str, str] = {}
     for item in files:
-        manifests[item["hashtype"]] = (manifests.get(item["hashtype"], "")
-                                       + f"{item['hashsum']}  data/{item['path']}\n")
+        line = f"{item['hashsum']}  {protocol.DATA_ROOT}/{item['path']}\n"
+        manifests[item["hashtype"]] = manifests.get(item["hashtype"], "") + line
     return {
         "schema": SCHEMA,
         "job_id": job.job_id,

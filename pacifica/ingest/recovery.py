@@ -29,7 +29,7 @@ import socket
 
 from . import idempotency, jobs
 from .config import IngestSettings
-from .db import database_proxy, retrying
+from .db import retrying
 from .intake.body import UPLOAD_AGAIN, interrupted
 from .intake.files import rename_durably, sync_file, unlink_quietly
 from .intake.volume import Volume, partial
@@ -309,9 +309,5 @@ class Janitor(WaitingJobsRetry):
 
     def run_once(self) -> int:
         """One pass of every sweep; return how many jobs the broker took."""
-        try:
-            database_proxy.connect(reuse_if_open=True)
-            sweep(self.enqueue, self.ingest)
-        finally:
-            database_proxy.close()
+        sweep(self.enqueue, self.ingest)
         return super().run_once()

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 import peewee
 
 from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts, timeline
-from .db import BaseModel, database_proxy
+from .config import DatabaseSettings
+from .db import BaseModel, database_proxy, wait_for_database
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,20 @@ def is_safe() -> bool:
     """True when this code can use the database (same major version, minor not newer)."""
     major, minor = current_version()
     return major == SCHEMA_MAJOR and minor <= SCHEMA_MINOR and (major, minor) != (0, 0)
+
+
+def check_at_start(settings: DatabaseSettings, upgrade: bool = False) -> None:
+    """Every process's start-up check: wait for the database, create or upgrade the schema
+    when asked, then require one this code can use (SchemaError naming the command to run).
+
+    The connection is closed after, so no process forks with one open."""
+    wait_for_database(settings)
+    try:
+        if upgrade:
+            sync()
+        require_compatible()
+    finally:
+        database_proxy.close()
 
 
 def require_compatible() -> None:

@@ -14,7 +14,7 @@ import sys
 
 import cherrypy
 
-from . import db, logsetup, schema, startup
+from . import logsetup, schema, startup
 from .recovery import Janitor
 from .web.app import create_app, server_config
 from .intake.resumable import TusSweeper
@@ -104,7 +104,7 @@ def start_background(app, settings) -> list:
     fails uploads a dead frontend left behind) and the tus expiry sweeper. Returns them."""
     janitor = Janitor(app.intake.enqueue, settings.ingest)
     try:
-        janitor.run_once()
+        janitor.pass_once()
     except Exception:  # the database may not be there yet; the thread tries again
         logger.warning("start-up sweep of abandoned jobs failed", exc_info=True)
     janitor.start()
@@ -129,14 +129,10 @@ def main(argv=None) -> int:
     if settings is None:
         return 2
     try:
-        if args.dbsync:
-            schema.sync()
-        schema.require_compatible()
+        schema.check_at_start(settings.database, upgrade=args.dbsync)
     except schema.SchemaError as err:
         logger.error("%s", err)
         return 3
-    finally:
-        db.database_proxy.close()
     app = create_app(settings)
     cherrypy.tree.mount(app, "")
     cherrypy.config.update(server_config(settings, args.address, args.port))

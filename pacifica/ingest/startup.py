@@ -32,6 +32,15 @@ def missing_database(settings: Settings) -> str | None:
             "INGEST_HOME, or -c/INGEST_CONFIG, to use another folder)")
 
 
+def require_database(settings: Settings) -> None:
+    """Say which database and volume this process uses; SchemaError if the database is
+    missing (connecting would create an empty one)."""
+    announce(settings)
+    problem = missing_database(settings)
+    if problem:
+        raise SchemaError(problem)
+
+
 def prepare(config_path: str | None, create_database: bool = False) -> Settings | None:
     """Configure logging, load settings and wait for the database; None (logged) on bad settings.
 
@@ -44,10 +53,10 @@ def prepare(config_path: str | None, create_database: bool = False) -> Settings 
         logger.error("%s", err)
         return None
     logsetup.configure(settings.logging.level, settings.logging.format)
-    announce(settings)
-    problem = None if create_database else missing_database(settings)
-    if problem:
-        raise SchemaError(problem)
+    if create_database:
+        announce(settings)
+    else:
+        require_database(settings)
     db.bind(settings.database)
     db.wait_for_database(settings.database)
     return settings

@@ -1,7 +1,9 @@
 """Celery tasks: thin wrappers that look the job up, run a pipeline and record the outcome."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from typing import Callable
@@ -11,14 +13,14 @@ from celery import Celery, signals
 from . import db, heartbeats, jobs, logsetup, metrics, notify, receipts, recovery, schema, startup
 from .archive import from_settings as archive_from_settings
 from .bundle import BundleLimits
-from .config import Settings
+from .config import IngestSettings, Settings
 from .errors import IngestError, JobNotFound
 from .http import make_session, redact
 from .jobs import Step
 from .move_sources import MoveSources
 from .pipeline import STEP_ORDER, Deps, JobCancelled, JobProgress, ingest_bundle, move_files
 from .queue import TASK_INGEST, TASK_MOVE, TASK_NOTIFY
-from .services.ids import CounterIdSource, UniqueIdClient
+from .services.ids import from_settings as ids_from_settings
 from .services.metadata_sink import LocalMetadataSink, MetadataClient
 from .services.policy import LocalPolicy, PolicyClient
 
@@ -30,20 +32,14 @@ PIPELINES = {TASK_INGEST: ingest_bundle, TASK_MOVE: move_files}
 def build_deps(settings: Settings) -> Deps:
     """Pick each seam's backend from settings: a URL selects the remote service."""
     urls = settings.services
-    ids = (UniqueIdClient(urls.uniqueid, make_session(settings.http)) if urls.uniqueid
-           else CounterIdSource())
     policy = (PolicyClient(urls.policy, make_session(settings.http), settings.ingest.auth_header)
               if urls.policy else LocalPolicy(settings.policy.required))
     sink = (MetadataClient(urls.metadata, make_session(settings.http)) if urls.metadata
             else LocalMetadataSink())
-    limits = BundleLimits(max_members=settings.ingest.max_members,
-                          max_metadata_size=settings.ingest.max_metadata_size,
-                          max_total_size=settings.ingest.max_total_size,
-                          max_unpacked_size=settings.ingest.max_bundle_size,
-                          max_unpack_ratio=settings.ingest.max_unpack_ratio,
-                          min_free_space=settings.ingest.min_free_space)
-    return Deps(ids=ids, policy=policy, archive=archive_from_settings(settings), sink=sink,
-                limits=limits, progress_interval=settings.ingest.progress_interval,
+    return Deps(ids=ids_from_settings(settings), policy=policy,
+                archive=archive_from_settings(settings), sink=sink,
+                limits=BundleLimits.from_settings(settings.ingest),
+                progress_interval=settings.ingest.progress_interval,
                 moves=MoveSources.from_settings(settings))
 
 
@@ -51,7 +47,7 @@ DATABASE_OUTAGE_RUNS = 5  # times a pipeline is run again after losing the datab
 
 
 def run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
-            stale_after: float = 3600.0, on_end: Callable[[int], None] | None = None) -> None:
+            stale_after: float, on_end: Callable[[int], None] | None = None) -> None:
     """Run a job's pipeline once (every line it logs carries the job id).
 
     ``on_end(job_id)`` is called once the job has ended, OK or FAILED (webhooks)."""
@@ -109,7 +105,7 @@ def _run_job(job_id: int, task_name: str, get_deps: Callable[[], Deps],
                        job_id, job.owner)
     logger.info("job %s started attempt %d", job_id, job.attempts + 1)
     started = time.monotonic()
-    progress = JobProgress(job_id, 0.5, floor=_step_of(job.task))
+    progress = JobProgress(job_id, IngestSettings.progress_interval, floor=_step_of(job.task))
     try:
         deps = get_deps()
         progress.interval = deps.progress_interval
@@ -209,13 +205,30 @@ def install(app: Celery, settings: Settings) -> None:
     signals.setup_logging.connect(  # our format instead of Celery's, in every worker process
         lambda **_: logsetup.configure(settings.logging.level, settings.logging.format),
         weak=False)
-    signals.worker_init.connect(_check_schema(settings), weak=False)
+    signals.worker_init.connect(_start_checks(settings), weak=False)
     _beat_while_running(settings)
+    # A pool process drops the connection it inherited; each task holds db.connection().
     signals.worker_process_init.connect(lambda **_: db.database_proxy.close(), weak=False)
-    signals.task_prerun.connect(lambda **_: db.database_proxy.connect(reuse_if_open=True),
-                                weak=False)
-    signals.task_postrun.connect(lambda **_: db.database_proxy.close(), weak=False)
+    _connection_per_task()
     app.ingest_task, app.move_task = ingest, move
+
+
+def _connection_per_task() -> None:
+    """Every task runs inside ``db.connection()``, from Celery's prerun to its postrun."""
+    held = threading.local()
+
+    def begin(**_) -> None:
+        end()
+        held.stack = contextlib.ExitStack()
+        held.stack.enter_context(db.connection())
+
+    def end(**_) -> None:
+        stack, held.stack = getattr(held, "stack", None), None
+        if stack is not None:
+            stack.close()
+
+    signals.task_prerun.connect(begin, weak=False)
+    signals.task_postrun.connect(end, weak=False)
 
 
 def _beat_while_running(settings: Settings) -> None:
@@ -241,17 +254,14 @@ def _beat_while_running(settings: Settings) -> None:
     signals.worker_shutdown.connect(stop, weak=False)
 
 
-def _check_schema(settings: Settings):
+def _start_checks(settings: Settings):
+    """The worker's start-up check: the database exists and its schema is usable (exit 3)."""
     def check(**_) -> None:
         logsetup.configure(settings.logging.level, settings.logging.format)  # before Celery's
-        startup.announce(settings)
-        problem = startup.missing_database(settings)
-        if problem:  # connecting would create an empty database file
-            logger.error("%s", problem)
-            raise SystemExit(3)
-        db.wait_for_database(settings.database)
         try:
-            schema.require_compatible()
-        finally:
-            db.database_proxy.close()
+            startup.require_database(settings)
+            schema.check_at_start(settings.database)
+        except schema.SchemaError as err:
+            logger.error("%s", err)
+            raise SystemExit(3) from err
     return check

@@ -1,7 +1,7 @@
 """WSGI entry point for uwsgi/gunicorn: ``pacifica.ingest.wsgi:application``."""
 import cherrypy
 
-from . import db, logsetup, schema, startup
+from . import logsetup, schema, startup
 from .config import load
 from .server import start_background
 from .web.app import create_app
@@ -12,14 +12,7 @@ logsetup.configure()
 cherrypy.config.update({"environment": "embedded"})
 settings = load()
 logsetup.configure(settings.logging.level, settings.logging.format)
-startup.announce(settings)
-problem = startup.missing_database(settings)
-if problem:  # connecting would create an empty database file
-    raise schema.SchemaError(problem)
+startup.require_database(settings)
 application = create_app(settings)
-db.wait_for_database(settings.database)
-try:
-    schema.require_compatible()
-finally:
-    db.database_proxy.close()
+schema.check_at_start(settings.database)
 background = start_background(application, settings)

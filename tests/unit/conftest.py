@@ -153,7 +153,7 @@ def run_job(settings, database):  # pylint: disable=redefined-outer-name,unused-
     deps = worker.build_deps(settings)
 
     def run(job_id: int, kind: str = jobs.KIND_UPLOAD) -> jobs.Job:
-        worker.run_job(job_id, TASK_FOR_KIND[kind], lambda: deps)
+        worker.run_job(job_id, TASK_FOR_KIND[kind], lambda: deps, settings.ingest.stale_after)
         return jobs.get(job_id)
 
     return run

@@ -47,7 +47,7 @@ def test_an_upload_goes_from_the_frontend_through_the_broker_to_the_task(setting
 
 def test_a_job_that_does_not_exist_is_dropped(run_job, database):  # pylint: disable=unused-argument
     ended = []
-    worker.run_job(404, queue.TASK_INGEST, lambda: None, on_end=ended.append)
+    worker.run_job(404, queue.TASK_INGEST, lambda: None, 3600.0, on_end=ended.append)
     assert ended == []
 
 
@@ -78,7 +78,7 @@ def test_on_end_is_told_once_the_job_ends_either_way(settings, landed):
     good, bad = landed(make_bundle(GOOD)), landed(make_bundle(GOOD, include_metadata=False))
     ended = []
     for job_id in (good, bad, good):  # the third is a duplicate delivery of a done job
-        worker.run_job(job_id, queue.TASK_INGEST, lambda: deps, on_end=ended.append)
+        worker.run_job(job_id, queue.TASK_INGEST, lambda: deps, 3600.0, on_end=ended.append)
     assert ended == [good, bad]
     assert (jobs.get(good).state, jobs.get(bad).state) == ("OK", "FAILED")
 
@@ -91,7 +91,7 @@ def test_an_unexpected_error_fails_the_job_without_its_details(landed):
         raise RuntimeError("secret internals at /srv/deps.py")
 
     with pytest.raises(RuntimeError):
-        worker.run_job(job_id, queue.TASK_INGEST, broken_deps, on_end=ended.append)
+        worker.run_job(job_id, queue.TASK_INGEST, broken_deps, 3600.0, on_end=ended.append)
     job = jobs.get(job_id)
     assert (job.state, job.complete) == ("FAILED", True)
     assert job.exception.startswith("internal error while UPLOADING (logged as ")

@@ -11,7 +11,7 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from . import FileSource
-from ..config import Settings
+from ..config import HttpSettings, Settings
 from ..errors import ArchiveError, ServiceUnavailable
 from ..http import make_session, redact, reply_message
 
@@ -47,8 +47,9 @@ class _Body:
 class HttpArchive:
     """Files sent to an Archive Interface; it cannot delete, so removal reports False."""
 
-    def __init__(self, url: str, session: requests.Session, retries: int = 5, backoff: float = 0.5,
-                 parallel: int = 1):
+    def __init__(self, url: str, session: requests.Session,
+                 retries: int = HttpSettings.retries, backoff: float = HttpSettings.backoff,
+                 parallel: int = HttpSettings.parallel_uploads):
         self.url = url.rstrip("/")
         self.session = session
         self.retries = retries

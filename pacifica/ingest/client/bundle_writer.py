@@ -22,11 +22,10 @@ import tarfile
 from typing import Callable, Iterable
 
 from ..intake.files import unlink_quietly
+from ..protocol import DATA_ROOT, FILES_TABLE, METADATA_NAME
 
 logger = logging.getLogger(__name__)
 
-DATA_ROOT = "data"
-METADATA_NAME = "metadata.txt"
 TAR_FORMAT = tarfile.PAX_FORMAT
 HASH_BLOCK = 1024 * 1024
 
@@ -94,7 +93,7 @@ def _add(found: dict, path: str, relative: str) -> None:
         raise BundleInputError(f"{path}: not a regular file (only files can be archived)")
     if relative in found:
         raise BundleInputError(f"{path} and {found[relative].path} would both be stored as "
-                               f"data/{relative}; rename one of them")
+                               f"{DATA_ROOT}/{relative}; rename one of them")
     found[relative] = SourceFile(path, relative, info.st_size, info.st_mtime, info.st_ctime)
 
 
@@ -147,7 +146,7 @@ def file_entries(files: list[SourceFile], hashsums: list[str], hashtype: str) ->
         if f"{DATA_ROOT}/{subdir}{name}" in members:
             subdir = directory
         entries.append({
-            "destinationTable": "Files",
+            "destinationTable": FILES_TABLE,
             "name": name,
             "subdir": subdir,
             "size": source.size,

@@ -14,9 +14,10 @@ import requests
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .. import protocol
 from ..config import ConfigError, parse_size
 from .bundle_writer import BundleInputError, BundleLayout, SourceChanged, collect, save
-from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed, UPLOAD_TASKS,
+from .upload import (IngestClient, LocalFileError, ResumeStore, UploadFailed,
                      submission_key, task_position)
 
 logger = logging.getLogger(__name__)
@@ -152,13 +153,13 @@ class Reporter:
     def job_bar(self) -> tqdm:
         """A bar over all the job's steps; its label names the current step and that step's
         own percent, the figure after the bar is the whole job's."""
-        return self.bar("job", 100.0 * len(UPLOAD_TASKS), unit="%", unit_scale=False,
+        return self.bar("job", 100.0 * len(protocol.UPLOAD_STEPS), unit="%", unit_scale=False,
                         bar_format="{desc:<48} |{bar}| {percentage:3.0f}% of the job "
                                    "[{elapsed}]")
 
     def outcome(self, state: dict) -> int:
         """Print the job's outcome; return the exit status."""
-        ok = state.get("state") == "OK"
+        ok = state.get("state") == protocol.OK
         if self.json:
             sys.stdout.write(json.dumps(state) + "\n")
         elif ok:
@@ -244,8 +245,9 @@ def _follow(args, report: Reporter, client: IngestClient, job_id: int) -> dict:
     with report.job_bar() as bar:
         def show(state: dict) -> None:
             task = state.get("task")
-            step = UPLOAD_TASKS.index(task) + 1 if task in UPLOAD_TASKS else "?"
-            bar.set_description_str(f"job {job_id}: step {step}/{len(UPLOAD_TASKS)} {task} "
+            step = protocol.UPLOAD_STEPS.index(task) + 1 if task in protocol.UPLOAD_STEPS else "?"
+            steps = len(protocol.UPLOAD_STEPS)
+            bar.set_description_str(f"job {job_id}: step {step}/{steps} {task} "
                                     f"{state.get('task_percent')} %", refresh=False)
             bar.n = task_position(state)
             bar.refresh()
@@ -263,7 +265,7 @@ def run(args) -> int:
     if args.no_wait:
         return report.outcome(client.state(job_id)) if args.json else _announce(job_id)
     state = _follow(args, report, client, job_id)
-    if args.receipt and state.get("state") == "OK" and state.get("complete"):
+    if args.receipt and state.get("state") == protocol.OK and state.get("complete"):
         _save_receipt(client.receipt(job_id), args.receipt)
     return report.outcome(state)
 

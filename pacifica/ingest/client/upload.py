@@ -17,15 +17,11 @@ import requests
 from urllib3.exceptions import NameResolutionError
 from urllib3.util.retry import Retry
 
+from .. import protocol
 from .bundle_writer import OnBytes, SourceChanged, Window
 
 logger = logging.getLogger(__name__)
 
-TUS_VERSION = "1.0.0"
-JOB_HEADER = "Ingest-Job-Id"
-# The tasks of an upload job, in order (docs/PROTOCOL.md).
-UPLOAD_TASKS = ("UPLOADING", "open tar", "load metadata", "Policy Validation", "ingest files",
-                "ingest metadata")
 RETRY_STATUSES = (423, 500, 502, 503, 504)
 # Seconds between retries at most: ten retries then span about five minutes, longer than the
 # server keeps a dead connection (socket_timeout), which holds its upload until it goes.
@@ -143,7 +139,7 @@ class ResumeStore:
 
 
 def _key_header(key: str) -> dict:
-    return {"Idempotency-Key": key} if key else {}
+    return {protocol.IDEMPOTENCY_KEY: key} if key else {}
 
 
 def submission_key(fingerprint: str, url: str) -> str:
@@ -188,7 +184,7 @@ class IngestClient:
     # -- one POST ---------------------------------------------------------------------
 
     def post_bundle(self, stream, length: int, on_bytes: OnBytes | None = None,
-                    path: str = "/upload", key: str = "") -> dict:
+                    path: str = protocol.UPLOAD_PATH, key: str = "") -> dict:
         """Stream the bundle in one request; return the job's state.
 
         With an Idempotency-Key, sending the same bundle again answers the job it made."""
@@ -217,7 +213,7 @@ class IngestClient:
                    key: str = "", filename: str = "bundle.tar",
                    idempotency_key: str = "") -> int:
         """Send the bundle in PATCHes, resuming after breaks (and across runs); return the job id."""
-        endpoint = self.url + "/files/"
+        endpoint = self.url + protocol.TUS_PATH
         url = store.get(key) if store and key else None
         offset, job_id = (self._resume(url, length) if url else (None, None))
         if offset is None:
@@ -236,8 +232,8 @@ class IngestClient:
                 reply = self.session.patch(
                     url, data=_FileReads(stream, offset, count, on_bytes),
                     timeout=(CONNECT_TIMEOUT, self.timeout * 5),
-                    headers=self._tus({"Content-Type": "application/offset+octet-stream",
-                                       "Upload-Offset": str(offset)}))
+                    headers=self._tus({"Content-Type": protocol.PATCH_CONTENT_TYPE,
+                                       protocol.UPLOAD_OFFSET: str(offset)}))
                 logger.debug("PATCH %s at byte %d (%d bytes): %s", url, offset, count,
                              reply.status_code)
                 if reply.status_code in RETRY_STATUSES + (409,):  # 409: offsets disagree
@@ -257,22 +253,22 @@ class IngestClient:
             if reply.status_code != 204:
                 raise UploadFailed(f"the server refused a chunk: {_reason(reply)}")
             failures = 0
-            offset = int(reply.headers["Upload-Offset"])
+            offset = int(reply.headers[protocol.UPLOAD_OFFSET])
             on_offset(offset)
-            if reply.headers.get(JOB_HEADER):
-                job_id = int(reply.headers[JOB_HEADER])
+            if reply.headers.get(protocol.JOB_ID):
+                job_id = int(reply.headers[protocol.JOB_ID])
         if store and key:
             store.put(key, None)
         return job_id
 
     @staticmethod
     def _tus(headers: dict | None = None) -> dict:
-        return {"Tus-Resumable": TUS_VERSION, **(headers or {})}
+        return {protocol.TUS_RESUMABLE: protocol.TUS_VERSION, **(headers or {})}
 
     def _create(self, endpoint: str, length: int, filename: str, idempotency_key: str = "") -> str:
         encoded = base64.b64encode(filename.encode("utf-8")).decode("ascii")
         reply = self._request("post", endpoint, headers=self._tus({
-            "Upload-Length": str(length), "Upload-Metadata": f"filename {encoded}",
+            protocol.UPLOAD_LENGTH: str(length), protocol.UPLOAD_METADATA: f"filename {encoded}",
             **_key_header(idempotency_key)}))
         if reply.status_code != 201:
             raise UploadFailed(f"the server refused the upload: {_reason(reply)}")
@@ -296,25 +292,25 @@ class IngestClient:
     def _resume(self, url: str, length: int) -> tuple[int | None, int | None]:
         """Offset and job id of a saved upload, or (None, None) when it must start over."""
         reply = self._request("head", url, headers=self._tus())
-        if reply.status_code != 200 or int(reply.headers.get("Upload-Length", -1)) != length:
+        if reply.status_code != 200 or int(reply.headers.get(protocol.UPLOAD_LENGTH, -1)) != length:
             logger.info("saved upload %s cannot be resumed (%s); starting a new one", url,
                         reply.status_code)
             return None, None
-        job = reply.headers.get(JOB_HEADER)
-        logger.info("resuming the upload at byte %s of %d (%s)", reply.headers["Upload-Offset"],
-                    length, url)
-        return int(reply.headers["Upload-Offset"]), int(job) if job else None
+        job = reply.headers.get(protocol.JOB_ID)
+        offset = int(reply.headers[protocol.UPLOAD_OFFSET])
+        logger.info("resuming the upload at byte %d of %d (%s)", offset, length, url)
+        return offset, int(job) if job else None
 
     def _offset(self, url: str) -> int:
         reply = self._request("head", url, headers=self._tus())
         if reply.status_code != 200:
             raise UploadFailed(f"the upload cannot be resumed: {_reason(reply)}")
-        return int(reply.headers["Upload-Offset"])
+        return int(reply.headers[protocol.UPLOAD_OFFSET])
 
     def _job_of(self, url: str) -> int:
         reply = self._request("head", url, headers=self._tus())
-        if reply.status_code == 200 and reply.headers.get(JOB_HEADER):
-            return int(reply.headers[JOB_HEADER])
+        if reply.status_code == 200 and reply.headers.get(protocol.JOB_ID):
+            return int(reply.headers[protocol.JOB_ID])
         raise UploadFailed(f"all bytes arrived but the server names no job yet "
                            f"({_reason(reply)}); run the same command again shortly")
 
@@ -333,14 +329,14 @@ class IngestClient:
 
     def receipt(self, job_id: int) -> dict:
         """The signed receipt of a completed job."""
-        reply = self._request("get", self.url + "/receipt", params={"job_id": job_id})
+        reply = self._request("get", self.url + protocol.RECEIPT_PATH, params={"job_id": job_id})
         if reply.status_code != 200:
             raise UploadFailed(f"no receipt for job {job_id}: {_reason(reply)}")
         return reply.json()
 
     def state(self, job_id: int) -> dict:
         """The job state object."""
-        reply = self._request("get", self.url + "/get_state", params={"job_id": job_id})
+        reply = self._request("get", self.url + protocol.GET_STATE_PATH, params={"job_id": job_id})
         if reply.status_code != 200:
             raise UploadFailed(f"the state of job {job_id} could not be read: {_reason(reply)}")
         return reply.json()
@@ -352,21 +348,22 @@ class IngestClient:
         while True:
             state = self.state(job_id)
             on_state(state)
-            if state.get("complete") or state.get("state") == "FAILED":
+            if state.get("complete") or state.get("state") == protocol.FAILED:
                 return state
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"job {job_id} is not done after {timeout:.0f} s; it was at step "
                     f"'{state.get('task')}' ({state.get('task_percent')} % of that step) and "
-                    f"goes on on the server: follow it with GET {self.url}/get_state?job_id="
-                    f"{job_id}, or wait longer with --timeout (0 = no limit)")
+                    f"goes on on the server: follow it with GET "
+                    f"{self.url}{protocol.GET_STATE_PATH}?job_id={job_id}, or wait longer "
+                    "with --timeout (0 = no limit)")
             time.sleep(interval)
 
 
 def task_position(state: dict) -> float:
     """How far a job is, in task-percent units over all tasks (for one progress bar)."""
     task = state.get("task")
-    index = UPLOAD_TASKS.index(task) if task in UPLOAD_TASKS else 0
+    index = protocol.UPLOAD_STEPS.index(task) if task in protocol.UPLOAD_STEPS else 0
     try:
         percent = float(state.get("task_percent") or 0)
     except ValueError:

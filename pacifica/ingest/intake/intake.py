@@ -7,6 +7,7 @@ import os
 from typing import BinaryIO, Callable
 
 from .. import idempotency, jobs, metrics, notify
+from ..config import IngestSettings
 from ..errors import UploadError
 from ..move_sources import MOVE_DISABLED
 from ..queue import submit
@@ -22,7 +23,8 @@ class Intake:
     """The frontend's one piece of logic, kept apart from HTTP so tus uploads reuse it."""
 
     def __init__(self, ids: IdSource, staging: Staging, enqueue: Enqueue, owner: str = "",
-                 moves_allowed: bool = False, idempotency_ttl: float = 86400.0,
+                 moves_allowed: bool = False,
+                 idempotency_ttl: float = IngestSettings.idempotency_ttl,
                  callback_hosts: tuple[str, ...] | None = None):
         self.ids = ids
         self.staging = staging

@@ -19,13 +19,13 @@ logger = logging.getLogger(__name__)
 class Staging:
     """Bundles on the volume, named by job id."""
 
-    def __init__(self, volume_path: str, transfer_size: int, max_size: int = 0,
+    def __init__(self, volume_path: str, transfer_size: int, max_bundle_size: int = 0,
                  min_free_space: int = 0, digest_members: bool = False):
         self.volume = Volume(volume_path)
         # hash big members as they arrive, so the worker copies them without reading them
         self.digest_members = digest_members
         self.transfer_size = transfer_size
-        self.max_size = max_size
+        self.max_bundle_size = max_bundle_size
         self.min_free_space = min_free_space
         # bytes promised to uploads still arriving (set by the frontend's Reservations)
         self.promised: Callable[[], int] | None = None
@@ -37,8 +37,8 @@ class Staging:
         The free space must hold the body, ``min_free_space`` and the bytes ``promised`` to
         uploads still arriving (by default what the ``promised`` hook reports, if set).
         """
-        if length is not None and self.max_size and length > self.max_size:
-            raise UploadError(f"the bundle is {length} bytes, over the {self.max_size}-byte "
+        if length is not None and self.max_bundle_size and length > self.max_bundle_size:
+            raise UploadError(f"the bundle is {length} bytes, over the {self.max_bundle_size}-byte "
                               "limit of this service", status=413)
         if promised is None:
             promised = self.promised() if self.promised else 0
@@ -69,8 +69,8 @@ class Staging:
         last_report = time.monotonic()
         for chunk in body_chunks(stream, length, UPLOAD_AGAIN, self.transfer_size):
             received += len(chunk)
-            if self.max_size and received > self.max_size:
-                raise UploadError(f"the bundle is over the {self.max_size}-byte limit of this "
+            if self.max_bundle_size and received > self.max_bundle_size:
+                raise UploadError(f"the bundle is over the {self.max_bundle_size}-byte limit of this "
                                   f"service ({received} bytes received so far)", status=413)
             if digester is not None:
                 digester.feed(chunk)

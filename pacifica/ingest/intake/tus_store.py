@@ -21,6 +21,7 @@ import uuid
 from typing import BinaryIO, Iterator
 
 from ..errors import UploadError
+from ..protocol import CHECKSUM_MISMATCH
 from .body import body_chunks
 from .files import sync_file, unlink_quietly, written_whole
 from .volume import (TUS_BYTES, TUS_DESCRIPTION, TUS_DESCRIPTION_PART, TUS_LOCK, TUS_SUFFIXES,
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 METADATA_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token, as tus asks
-CHECKSUM_MISMATCH = "460 Checksum Mismatch"
 LOCK_WAIT = 10.0  # seconds a request waits for another one on the same upload
 RESUME = "ask HEAD for the offset and resume from there"
 

@@ -6,9 +6,10 @@ from typing import Protocol
 
 import requests
 
+from ..config import Settings
 from ..db import database_proxy, retrying
 from ..errors import ServiceUnavailable
-from ..http import call_service, redact, reply_message
+from ..http import call_service, make_session, redact, reply_message
 from ..schema import IdCounter
 
 logger = logging.getLogger(__name__)
@@ -70,3 +71,9 @@ class UniqueIdClient:
             raise ServiceUnavailable(
                 f"UniqueID at {shown} gave ids {start}..{end} when {count} were asked for")
         return start
+
+
+def from_settings(settings: Settings) -> IdSource:
+    """The configured id source: UniqueID when its URL is set, else the embedded counter."""
+    url = settings.services.uniqueid
+    return UniqueIdClient(url, make_session(settings.http)) if url else CounterIdSource()

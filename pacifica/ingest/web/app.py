@@ -1,6 +1,7 @@
 """Composition root of the frontend: build the handlers, tools and CherryPy config."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -12,13 +13,12 @@ import cherrypy
 from .. import db, metrics
 from ..config import Settings
 from ..health import Readiness, checks_for
-from ..http import make_session
 from ..queue import Enqueuer, make_celery
-from ..services.ids import CounterIdSource, UniqueIdClient
-from .errors import database_unavailable, error_page
+from ..services.ids import from_settings as ids_from_settings
+from .errors import database_unavailable, error_page, status_line
 from .fast_state import FastJobState
 from .health import Health, Ready
-from .handlers import JobFiles, JobState, Move, Root, Upload
+from .handlers import JobFiles, Move, Root, Upload
 from .identity import Identifier
 from ..intake.intake import Intake
 from .metrics import mount as mount_metrics
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class DatabaseTool(cherrypy.Tool):
-    """Opens the thread's database connection for a request and closes it after."""
+    """Holds ``db.connection()`` from the start of a request to its end."""
 
     def __init__(self):
         super().__init__("on_start_resource", self._connect, priority=10)
@@ -45,14 +45,18 @@ class DatabaseTool(cherrypy.Tool):
 
     @staticmethod
     def _connect():
+        held = contextlib.ExitStack()
         try:
-            db.database_proxy.connect(reuse_if_open=True)
+            held.enter_context(db.connection())
         except db.UNAVAILABLE_ERRORS as err:
-            raise cherrypy.HTTPError(503, database_unavailable(err)) from err
+            raise cherrypy.HTTPError(status_line(503), database_unavailable(err)) from err
+        cherrypy.request.ingest_db = held
 
     @staticmethod
     def _close():
-        db.release_connection()
+        held = getattr(cherrypy.request, "ingest_db", None)
+        if held is not None:
+            held.close()
 
 
 cherrypy.tools.ingest_db = DatabaseTool()
@@ -119,13 +123,11 @@ class Endpoints(cherrypy.dispatch.MethodDispatcher):
 
 def build_intake(settings: Settings, enqueue) -> Intake:
     """The intake with the configured id source, staging volume and queue."""
-    ids = (UniqueIdClient(settings.services.uniqueid, make_session(settings.http))
-           if settings.services.uniqueid else CounterIdSource())
     staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
                       settings.ingest.max_bundle_size, settings.ingest.min_free_space,
                       digest_members=(settings.ingest.hash_on_arrival
                                       and not settings.services.archiveinterface))
-    return Intake(ids, staging, enqueue,
+    return Intake(ids_from_settings(settings), staging, enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
                   moves_allowed=bool(settings.move.allowed_roots),
                   idempotency_ttl=settings.ingest.idempotency_ttl,
@@ -145,7 +147,6 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     root.upload = Upload(intake, identifier, slots=slots)
     root.ingest = root.upload
     root.move = Move(intake, identifier)
-    root.get_state = JobState(identifier)
     root.get_files = JobFiles(identifier)
     root.health = Health()
     root.ready = Ready(Readiness(checks_for(settings, celery_app)))
@@ -175,8 +176,9 @@ def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     config.update(mount_pages(root, identifier))
     app = cherrypy.Application(root, script_name="", config=config)
     app.wsgiapp.pipeline.append(("fast_job_state", functools.partial(
-        FastJobState, identifier=identifier, worker_timeout=settings.celery.worker_timeout,
-        queue=settings.celery.queue_name, log_level=settings.logging.get_state_level)))
+        FastJobState, identifier=identifier, log=app.log,
+        worker_timeout=settings.celery.worker_timeout, queue=settings.celery.queue_name,
+        sample=settings.logging.access_log_sample)))  # /get_state: no CherryPy handler
     app.intake = intake
     app.tus = uploads
     return app

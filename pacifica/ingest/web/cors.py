@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import cherrypy
 
-ALLOW_HEADERS = ("Authorization, Content-Type, Tus-Resumable, Upload-Length, Upload-Metadata, "
-                 "Upload-Offset, Upload-Checksum, Upload-Defer-Length, Idempotency-Key, "
-                 "Callback-Url, X-HTTP-Method-Override")
-EXPOSE_HEADERS = ("Location, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "
-                  "Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, "
-                  "Upload-Expires, Ingest-Job-Id")
+from .. import protocol as p
+
+ALLOW_HEADERS = ", ".join((
+    "Authorization", "Content-Type", p.TUS_RESUMABLE, p.UPLOAD_LENGTH, p.UPLOAD_METADATA,
+    p.UPLOAD_OFFSET, p.UPLOAD_CHECKSUM, p.UPLOAD_DEFER_LENGTH, p.IDEMPOTENCY_KEY, p.CALLBACK_URL,
+    "X-HTTP-Method-Override"))
+EXPOSE_HEADERS = ", ".join((
+    "Location", p.TUS_RESUMABLE, p.TUS_VERSION_HEADER, p.TUS_EXTENSION, p.TUS_MAX_SIZE,
+    p.TUS_CHECKSUM_ALGORITHM, p.UPLOAD_OFFSET, p.UPLOAD_LENGTH, p.UPLOAD_METADATA,
+    p.UPLOAD_EXPIRES, p.JOB_ID))
 METHODS = "POST, HEAD, PATCH, DELETE, OPTIONS"
 MAX_AGE = "86400"
 

@@ -7,6 +7,7 @@ import json
 import cherrypy
 
 from .. import catalog, idempotency, jobs
+from ..protocol import CALLBACK_URL, IDEMPOTENCY_KEY
 from . import pages
 from .errors import json_errors, parse_job_id
 from .framing import body_length
@@ -51,7 +52,7 @@ class IntakeHandler(Authenticated):
     @staticmethod
     def claim(fingerprint: str) -> idempotency.Claim | None:
         """The request's Idempotency-Key with what identifies its body, if it sent one."""
-        key = idempotency.parse_key(cherrypy.request.headers.get("Idempotency-Key"))
+        key = idempotency.parse_key(cherrypy.request.headers.get(IDEMPOTENCY_KEY))
         return None if key is None else idempotency.Claim(key, fingerprint)
 
     @staticmethod
@@ -120,7 +121,7 @@ class Upload(IntakeHandler):
             try:
                 return self.intake.accept_bundle(
                     body, length, user, self.claim(body_fingerprint(length)),
-                    self.intake.callback(request.headers.get("Callback-Url")))
+                    self.intake.callback(request.headers.get(CALLBACK_URL)))
             except idempotency.Replayed as replay:
                 return self.replayed(replay, length, body)
 
@@ -140,20 +141,9 @@ class Move(IntakeHandler):
         try:
             return self.intake.accept_move(
                 document, self.user(), self.claim(f"sha256={digest}"),
-                self.intake.callback(cherrypy.request.headers.get("Callback-Url")))
+                self.intake.callback(cherrypy.request.headers.get(CALLBACK_URL)))
         except idempotency.Replayed as replay:
             return self.replayed(replay)
-
-
-class JobState(Authenticated):
-    """``GET /get_state?job_id=N`` (web/fast_state.py answers the GETs ahead of CherryPy)."""
-
-    @cherrypy.tools.json_out()
-    @json_errors
-    def GET(self, *, job_id=None, **_params):  # pylint: disable=invalid-name
-        """The job state object, for its owner or an admin."""
-        number = parse_job_id(job_id)
-        return jobs.get(number, self.identity().may_see).as_dict()
 
 
 class JobFiles(Authenticated):

@@ -11,7 +11,9 @@ from its ``pre_request`` hook.  A client that sends the list itself only harms i
 """
 from __future__ import annotations
 
-MARKER = "INGEST-UNDERSCORED-HEADERS"
+from ..protocol import UNDERSCORED_HEADERS
+
+MARKER = UNDERSCORED_HEADERS.upper()
 MARKER_KEY = "HTTP_" + MARKER.replace("-", "_")  # its WSGI environ key
 
 

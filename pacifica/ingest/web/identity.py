@@ -15,21 +15,15 @@ import cherrypy
 
 from ..auth import AuthError, Identity, check_user_name, parse_networks, peer_in, token_user
 from ..config import Settings
+from .errors import http_error
 from .header_names import dropped_names
 
-REALM = "pacifica-ingest"
-CHALLENGE = f'Basic realm="{REALM}", Bearer realm="{REALM}"'
 HOW = ("send an API token as 'Authorization: Bearer <token>' (or HTTP Basic with your user "
        "name and the token as password)")
 
 
 def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
-
-
-def error_headers(err: AuthError) -> list[tuple[str, str]]:
-    """Headers an answer refusing an identity carries: the challenge with a 401."""
-    return [("WWW-Authenticate", CHALLENGE)] if err.status == 401 else []
 
 
 class Identifier:
@@ -107,5 +101,4 @@ class Authenticated:
         try:
             return self.identifier.identify(cherrypy.request.wsgi_environ)
         except AuthError as err:
-            cherrypy.response.headers.update(error_headers(err))
-            raise cherrypy.HTTPError(err.status, str(err)) from err
+            raise http_error(err) from err

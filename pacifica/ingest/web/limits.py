@@ -19,6 +19,7 @@ import cherrypy
 from ..config import Settings
 from ..errors import UploadError
 from ..intake.deadlines import shut_reading
+from .errors import http_error
 from .httpserver import SOCKET_KEY
 from ..intake.body import Body, RateFloor, body_chunks
 
@@ -148,7 +149,7 @@ class FloorReader:
                     return
                 self._rest += chunk
         except UploadError as err:
-            raise cherrypy.HTTPError(err.status, str(err)) from err
+            raise http_error(err) from err
 
     def _take(self, size: int) -> bytes:
         data, self._rest = self._rest[:size], self._rest[size:]

@@ -21,6 +21,11 @@ from ..auth import Identity
 from ..errors import UploadError
 from ..intake.resumable import ResumableUploads
 from ..intake.tus_store import UploadInfo
+from ..protocol import (CALLBACK_URL, IDEMPOTENCY_KEY, JOB_ID, PATCH_CONTENT_TYPE,
+                        TUS_CHECKSUM_ALGORITHM, TUS_EXTENSION, TUS_EXTENSIONS, TUS_MAX_SIZE,
+                        TUS_PATH, TUS_RESUMABLE, TUS_VERSION, TUS_VERSION_HEADER,
+                        UPLOAD_CHECKSUM, UPLOAD_DEFER_LENGTH, UPLOAD_EXPIRES, UPLOAD_LENGTH,
+                        UPLOAD_METADATA, UPLOAD_OFFSET)
 from . import cors
 from .errors import json_errors
 from .framing import body_length
@@ -29,10 +34,6 @@ from .limits import UploadSlots
 
 logger = logging.getLogger(__name__)
 
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = "creation,termination,checksum,expiration"
-JOB_HEADER = "Ingest-Job-Id"
-PATCH_CONTENT_TYPE = "application/offset+octet-stream"
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
 
@@ -83,33 +84,33 @@ class TusFiles(Authenticated):
     """``/files/``: the tus endpoint (HTTP only; the life cycle lives in ResumableUploads)."""
 
     def __init__(self, uploads: ResumableUploads, identifier: Identifier, slots: UploadSlots,
-                 max_size: int = 0, public_url: str = ""):
+                 max_bundle_size: int = 0, public_url: str = ""):
         super().__init__(identifier)
         self.uploads = uploads
-        self.max_size = max_size
+        self.max_bundle_size = max_bundle_size
         self.public_url = public_url  # the base of Location; never the request's Host
         self.slots = slots
 
     def _begin(self, check_version: bool = True) -> Identity | None:
         """Common headers; the request's identity (not for OPTIONS, asked before any upload)."""
         headers = cherrypy.response.headers
-        headers["Tus-Resumable"] = TUS_VERSION
+        headers[TUS_RESUMABLE] = TUS_VERSION
         headers["Cache-Control"] = "no-store"
-        if check_version and _header("Tus-Resumable") != TUS_VERSION:
-            headers["Tus-Version"] = TUS_VERSION
-            raise cherrypy.HTTPError(412, f"send Tus-Resumable: {TUS_VERSION}; this server speaks "
-                                          f"tus {TUS_VERSION}")
+        if check_version and _header(TUS_RESUMABLE) != TUS_VERSION:
+            headers[TUS_VERSION_HEADER] = TUS_VERSION
+            raise cherrypy.HTTPError(412, f"send {TUS_RESUMABLE}: {TUS_VERSION}; this server "
+                                          f"speaks tus {TUS_VERSION}")
         return self.identity() if check_version else None
 
     def _describe(self, info: UploadInfo, offset: int) -> None:
         headers = cherrypy.response.headers
-        headers["Upload-Offset"] = str(offset)
+        headers[UPLOAD_OFFSET] = str(offset)
         if self.uploads.landed(info):
-            headers[JOB_HEADER] = str(info.job_id)
+            headers[JOB_ID] = str(info.job_id)
             return
         expires = _http_date(self.uploads.store.expires_at(info.upload_id))
         if expires:
-            headers["Upload-Expires"] = expires
+            headers[UPLOAD_EXPIRES] = expires
 
     @staticmethod
     def _one_id(path: tuple) -> str:
@@ -121,11 +122,11 @@ class TusFiles(Authenticated):
         """What this server supports."""
         self._begin(check_version=False)
         headers = cherrypy.response.headers
-        headers["Tus-Version"] = TUS_VERSION
-        headers["Tus-Extension"] = TUS_EXTENSIONS
-        headers["Tus-Checksum-Algorithm"] = ",".join(CHECKSUM_ALGORITHMS)
-        if self.max_size:
-            headers["Tus-Max-Size"] = str(self.max_size)
+        headers[TUS_VERSION_HEADER] = TUS_VERSION
+        headers[TUS_EXTENSION] = TUS_EXTENSIONS
+        headers[TUS_CHECKSUM_ALGORITHM] = ",".join(CHECKSUM_ALGORITHMS)
+        if self.max_bundle_size:
+            headers[TUS_MAX_SIZE] = str(self.max_bundle_size)
         cherrypy.response.status = 204
         return b""
 
@@ -136,20 +137,20 @@ class TusFiles(Authenticated):
         user = self._begin()
         if path:
             raise cherrypy.HTTPError(405, "create uploads with POST /files/")
-        if _header("Upload-Defer-Length") is not None:
-            raise cherrypy.HTTPError(400, "Upload-Defer-Length is not supported: send "
-                                          "Upload-Length")
+        if _header(UPLOAD_DEFER_LENGTH) is not None:
+            raise cherrypy.HTTPError(400, f"{UPLOAD_DEFER_LENGTH} is not supported: send "
+                                          f"{UPLOAD_LENGTH}")
         if _integer("Content-Length", required=False):
             raise cherrypy.HTTPError(400, "creation-with-upload is not supported: create the "
                                           "upload, then PATCH its bytes")
-        length = _integer("Upload-Length")
-        metadata = _header("Upload-Metadata") or ""
-        key = idempotency.parse_key(_header("Idempotency-Key"))
+        length = _integer(UPLOAD_LENGTH)
+        metadata = _header(UPLOAD_METADATA) or ""
+        key = idempotency.parse_key(_header(IDEMPOTENCY_KEY))
         claim = key and idempotency.Claim(key, f"upload-length={length}, metadata-sha256="
                                                + hashlib.sha256(metadata.encode()).hexdigest())
         info = self.uploads.create(length, user.user, metadata, claim or None,
-                                   self.uploads.intake.callback(_header("Callback-Url")))
-        location = f"{self.public_url}/files/{info.upload_id}"
+                                   self.uploads.intake.callback(_header(CALLBACK_URL)))
+        location = f"{self.public_url}{TUS_PATH}{info.upload_id}"
         cherrypy.response.headers["Location"] = location
         self._describe(info, self.uploads.store.offset(info))
         cherrypy.response.status = 201
@@ -161,9 +162,9 @@ class TusFiles(Authenticated):
         user = self._begin()
         info, offset = self.uploads.status(self._one_id(path), user)
         self._describe(info, offset)
-        cherrypy.response.headers["Upload-Length"] = str(info.length)
+        cherrypy.response.headers[UPLOAD_LENGTH] = str(info.length)
         if info.metadata:
-            cherrypy.response.headers["Upload-Metadata"] = info.metadata
+            cherrypy.response.headers[UPLOAD_METADATA] = info.metadata
         cherrypy.response.status = 200
         return b""
 
@@ -175,9 +176,9 @@ class TusFiles(Authenticated):
         content_type = (_header("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != PATCH_CONTENT_TYPE:
             raise cherrypy.HTTPError(415, f"PATCH bodies must be {PATCH_CONTENT_TYPE}")
-        offset = _integer("Upload-Offset")
+        offset = _integer(UPLOAD_OFFSET)
         count = body_length(cherrypy.request.header_list)
-        checksum = parse_checksum(_header("Upload-Checksum"))
+        checksum = parse_checksum(_header(UPLOAD_CHECKSUM))
         with self.slots.hold(identity.user) as body:
             info, offset = self.uploads.append(upload_id, identity, offset, body, count,
                                                checksum)
@@ -199,5 +200,5 @@ def mount(root, uploads: ResumableUploads, settings, identifier: Identifier,
     """Attach ``/files`` to the root; return its CherryPy config (bodies are streamed)."""
     root.files = TusFiles(uploads, identifier, slots, settings.ingest.max_bundle_size,
                           settings.ingest.public_url)
-    return {"/files": {"request.process_request_body": False,
+    return {TUS_PATH.rstrip("/"): {"request.process_request_body": False,
                        **cors.config(settings.ingest.cors_origins)}}
