@@ -167,8 +167,7 @@ def _check_retry_allowed(job, args, settings) -> None:
 
 def _bundle_on_volume(job, args, settings) -> str:
     """The bundle to ingest, on the volume: the job's own, or a durable copy of --path."""
-    staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
-                      settings.ingest.max_bundle_size, settings.ingest.min_free_space)
+    staging = Staging.from_settings(settings)
     move = args.move or (job.kind == jobs.KIND_MOVE and not args.path)
     target = staging.volume.job_input(job.job_id, move)
     if not args.path:

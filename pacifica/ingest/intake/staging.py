@@ -7,6 +7,7 @@ import shutil
 import time
 from typing import BinaryIO, Callable
 
+from ..config import Settings
 from ..errors import UploadError
 from .body import UPLOAD_AGAIN, body_chunks
 from . import member_digests
@@ -30,6 +31,15 @@ class Staging:
         # bytes promised to uploads still arriving (set by the frontend's Reservations)
         self.promised: Callable[[], int] | None = None
         os.makedirs(volume_path, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Staging":
+        """The volume of [ingest]; members hashed on arrival unless an Archive Interface stores
+        the files (it reads them itself)."""
+        ingest = settings.ingest
+        return cls(ingest.volume_path, ingest.transfer_size, ingest.max_bundle_size,
+                   ingest.min_free_space,
+                   digest_members=ingest.hash_on_arrival and not settings.services.archiveinterface)
 
     def check_room(self, length: int | None, promised: int | None = None) -> None:
         """Refuse, before any byte is read, a body over the size cap or the free space.

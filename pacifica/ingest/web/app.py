@@ -123,11 +123,7 @@ class Endpoints(cherrypy.dispatch.MethodDispatcher):
 
 def build_intake(settings: Settings, enqueue) -> Intake:
     """The intake with the configured id source, staging volume and queue."""
-    staging = Staging(settings.ingest.volume_path, settings.ingest.transfer_size,
-                      settings.ingest.max_bundle_size, settings.ingest.min_free_space,
-                      digest_members=(settings.ingest.hash_on_arrival
-                                      and not settings.services.archiveinterface))
-    return Intake(ids_from_settings(settings), staging, enqueue,
+    return Intake(ids_from_settings(settings), Staging.from_settings(settings), enqueue,
                   owner=f"{socket.gethostname()}:{os.getpid()}",
                   moves_allowed=bool(settings.move.allowed_roots),
                   idempotency_ttl=settings.ingest.idempotency_ttl,
