@@ -166,6 +166,8 @@ class Bench:
                 self.ours(f"{report.GUNICORN}{processes}", {}, web_concurrency=processes,
                           get_state=True)
         main = {b: self.paths[b] for b in plan.main if b in self.paths}
+        if "ours-nohash" in plan.systems and main:  # the worker hashes every member itself
+            self.ours("ours-nohash", main, settings={"INGEST_INGEST_HASH_ON_ARRIVAL": "false"})
         if "ours-mariadb" in plan.systems and main:
             self.ours("ours-mariadb", main, database="mariadb")
         wanted = ("ours-pacifica" in plan.systems and main) or ("original" in plan.systems and (
@@ -174,9 +176,10 @@ class Bench:
             self.pacifica(main)
 
     def ours(self, name: str, paths: dict, services=None, archive_root=None, before=None,
-             web_concurrency=None, database="sqlite", get_state=False) -> None:
+             web_concurrency=None, database="sqlite", get_state=False, settings=None) -> None:
         """Start our stack, ingest ``paths``, then get_state load if asked; stop it."""
-        stack = ours.start(os.path.join(self.workdir, name), services, web_concurrency, database)
+        stack = ours.start(os.path.join(self.workdir, name), services, web_concurrency, database,
+                           settings)
         try:
             root = archive_root or stack.archive
             os.makedirs(root, exist_ok=True)
@@ -231,7 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(PARTS),
                         help="parts: big, mid, many (bundles), floor, state, curves")
     parser.add_argument("--systems", default=",".join(report.SYSTEMS),
-                        help="ours-local (and its gunicorn shape for state), ours-mariadb (the "
+                        help="ours-local (and its gunicorn shape for state), ours-nohash (the "
+                             "same with hash_on_arrival off), ours-mariadb (the "
                              "same on MariaDB), ours-pacifica "
                              "(real Archive Interface + UniqueID), "
                              "original (pacifica-ingest 0.4.1)")

@@ -16,7 +16,7 @@ DEFAULTS = {"INGEST_INGEST_PROGRESS_INTERVAL": "0.5"}
 
 
 def start(workdir: str, services: dict | None = None, web_concurrency: int | None = None,
-          database: str = "sqlite") -> Stack:
+          database: str = "sqlite", settings: dict | None = None) -> Stack:
     """One frontend and one worker on SQLite (or MariaDB) and the filesystem broker; remote
     back ends if given.
 
@@ -24,7 +24,7 @@ def start(workdir: str, services: dict | None = None, web_concurrency: int | Non
     ``web_concurrency`` the image's command (Dockerfile.frontend: entrypoint, gunicorn with
     docker/gunicorn.conf.py) with that many processes.
     """
-    env = dict(DEFAULTS, **(services or {}))
+    env = dict(DEFAULTS, **(services or {}), **(settings or {}))
     command = None
     if web_concurrency:
         env["WEB_CONCURRENCY"] = str(web_concurrency)

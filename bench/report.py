@@ -6,7 +6,9 @@ import statistics
 from . import floor as floors_
 from .bundles import CURVES, SHAPES
 
-SYSTEMS = {"ours-local": "ours, local archive", "ours-mariadb": "ours, local archive, MariaDB",
+SYSTEMS = {"ours-local": "ours, local archive",
+           "ours-nohash": "ours, local archive, hash_on_arrival off",
+           "ours-mariadb": "ours, local archive, MariaDB",
            "ours-pacifica": "ours, Archive Interface", "original": "original 0.4.1"}
 GUNICORN = "ours-gunicorn-"  # + WEB_CONCURRENCY: the frontend as Dockerfile.frontend runs it
 FLOOR_PARTS = ("cp_s", "sync_s", "tar_s", "sha1sum_s", "syncfs_s", "settle_s", "floor_s")
