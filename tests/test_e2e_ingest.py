@@ -116,3 +116,27 @@ def test_larger_bundle_bytes_survive(stack):
     for entry in stack.files(state["job_id"])["files"]:
         with open(stack.archive_path(entry["_id"]), "rb") as handle:
             assert hashlib.sha1(handle.read()).hexdigest() == entry["hashsum"]
+
+
+def test_get_files_pages(stack):
+    files = {f"p/{n:02d}.txt": b"%d" % n for n in range(25)}
+    job_id = stack.ingest(make_bundle(files))["job_id"]
+    whole = stack.files(job_id)["files"]
+
+    def page(**params):
+        reply = stack.session.get(stack.url + "/get_files", params={"job_id": job_id, **params},
+                                  timeout=30)
+        return reply.status_code, reply.json()
+
+    status, first = page(limit=10)
+    assert status == 200 and (first["offset"], first["limit"], first["total"]) == (0, 10, 25)
+    assert first["files"] == whole[:10]
+    assert page(offset=20, limit=10)[1]["files"] == whole[20:]
+    assert page(offset=25)[1]["files"] == []
+    assert page()[1]["limit"] == 1000
+    assert [entry["_id"] for entry in whole] == sorted(entry["_id"] for entry in whole)
+    for bad in ({"offset": "-1"}, {"offset": "x"}, {"limit": "0"}, {"limit": "10001"},
+                {"limit": "1e3"}, {"offset": "9" * 40}):
+        status, body = page(**bad)
+        assert status == 400, (bad, body)
+        assert body["traceback"] == "" and next(iter(bad)) in body["message"]

@@ -121,10 +121,18 @@ def _short(text: str, most: int = 80) -> str:
     return text if len(text) <= most else text[:most - 3] + "..."
 
 
-def files_of(job_id: int) -> list[dict]:
-    """The files a job ingested, in id order."""
-    query = ArchivedFile.select().where(ArchivedFile.job_id == job_id).order_by(ArchivedFile.file_id)
+def files_of(job_id: int, offset: int = 0, limit: int | None = None) -> list[dict]:
+    """The files a job ingested, in id order: all, or ``limit`` of them from ``offset``."""
+    query = (ArchivedFile.select().where(ArchivedFile.job_id == job_id)
+             .order_by(ArchivedFile.file_id))
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     return [row.as_dict() for row in query]
+
+
+def file_count(job_id: int) -> int:
+    """How many files a job ingested."""
+    return ArchivedFile.select().where(ArchivedFile.job_id == job_id).count()
 
 
 def transaction_of(job_id: int) -> dict | None:
