@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import tarfile
 
 import pytest
 
@@ -140,3 +143,41 @@ def test_get_files_pages(stack):
         status, body = page(**bad)
         assert status == 400, (bad, body)
         assert body["traceback"] == "" and next(iter(bad)) in body["message"]
+
+
+@pytest.mark.timeout(1200)
+def test_a_hundred_thousand_files_ingest_byte_identical(stack, tmp_path):
+    """The streaming worker end to end: every one of 100,000 tiny files (0 or 1 byte) is in
+    the archive as sent, under the id the catalog gives it (its memory: bench/, not here)."""
+    count = 100_000
+
+    def body(number: int) -> bytes:
+        return b"" if number % 7 == 0 else bytes([number % 251])
+
+    digests = {data: hashlib.sha1(data).hexdigest() for data in map(body, range(251 * 7))}
+    path = tmp_path / "many.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for number in range(count):
+            info = tarfile.TarInfo(f"data/d{number // 1000:03d}/f{number:06d}")
+            info.size = len(body(number))
+            tar.addfile(info, io.BytesIO(body(number)))
+        listing = json.dumps(TRANSACTION + [
+            {"destinationTable": "Files", "name": f"f{number:06d}",
+             "subdir": f"data/d{number // 1000:03d}", "size": len(body(number)),
+             "hashtype": "sha1", "hashsum": digests[body(number)]}
+            for number in range(count)]).encode()
+        info = tarfile.TarInfo("metadata.txt")
+        info.size = len(listing)
+        tar.addfile(info, io.BytesIO(listing))
+    del listing
+    with open(path, "rb") as handle:
+        job_id = stack.upload(handle)["job_id"]
+    state = stack.wait(job_id, timeout=1100)
+    assert (state["state"], state["complete"]) == ("OK", True), state
+    files = stack.files(job_id)["files"]
+    assert len(files) == count
+    for entry in files:
+        number = int(entry["name"][1:])
+        assert entry["subdir"] == f"d{number // 1000:03d}"
+        with open(stack.archive_path(entry["_id"]), "rb") as stored:
+            assert stored.read() == body(number), entry

@@ -7,6 +7,7 @@ import pytest
 
 from pacifica.ingest import metadata
 from pacifica.ingest.errors import MetadataError
+from pacifica.ingest.filetable import FileTable
 from factories import TRANSACTION, file_entry
 
 
@@ -100,3 +101,57 @@ def test_problem_lists_keep_fifty_and_count_the_rest():
         metadata.validate([{}] * 200_000, require_source=True)
     assert len(raised.value.details) == 50
     assert str(raised.value).endswith("... and 199950 more")
+
+
+class _Chunks:
+    """A reader that gives at most ``size`` bytes per read, to split tokens between reads."""
+
+    def __init__(self, raw: bytes, size: int):
+        self.raw, self.size, self.position = raw, size, 0
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.size if size < 0 else min(size, self.size)
+        chunk = self.raw[self.position:self.position + want]
+        self.position += len(chunk)
+        return chunk
+
+
+def load(raw: bytes, chunk: int = 7):
+    table = FileTable()
+    try:
+        others = metadata.load(_Chunks(raw, chunk), table, lambda: raw)
+        return others, table.file_count
+    finally:
+        table.close()
+
+
+def test_streamed_load_keeps_the_files_in_the_table_and_the_rest_aside():
+    raw = b"\xef\xbb\xbf  " + json.dumps(TRANSACTION + [file_entry("a/b.txt", b"1")]).encode()
+    others, count = load(raw)
+    assert [entry for _, entry in others] == TRANSACTION and count == 1
+
+
+@pytest.mark.parametrize("raw", [
+    b"[", b"{}", b"\xff\xfe", b"[" * 100 + b"]" * 100, b'["' + b'\\"' * 1000,
+    b'[{"a": "\\\\"}' + b", [" * 64 + b"]" * 64 + b"]", b"[1, {}]", b"   ", b"",
+    json.dumps([dict(file_entry("a.txt", b"a"), size=-1)]).encode(),
+])
+def test_streamed_load_refuses_as_parse_does(raw):
+    with pytest.raises(MetadataError) as whole:
+        metadata.parse(raw)
+    for chunk in (1, 2, 5, 64 * 1024):
+        with pytest.raises(MetadataError) as streamed:
+            load(raw, chunk)
+        assert str(streamed.value) == str(whole.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_streamed_depth_check_follows_strings_and_escapes_across_reads(chunk):
+    for text, deep in [('[{"a": "\\"[[[[\\\\"}]', False), ("[" * 65 + "]" * 65, True),
+                       ('[{"a": "[[[[[[[[[["}]', False)]:
+        try:
+            load(text.encode(), chunk)
+        except MetadataError as err:
+            assert ("nests deeper" in str(err)) == deep, str(err)
+        else:
+            assert not deep
