@@ -122,18 +122,22 @@ def document_bytes(job, final: Iterable[dict], completed: datetime.datetime) -> 
     document = bytearray(b"{")
     for number, key in enumerate(sorted(head)):
         document += (b"," if number else b"") + _json(key) + b":"
-        if key == "files":
-            document += b"[" + files + b"]"
-            files = bytearray()  # let go of it before the manifests are copied
+        if key == "files":  # each part is copied once, and let go of before the next
+            document += b"["
+            document += files
+            files = bytearray()
+            document += b"]"
         elif key == "manifests":
             document += b"{"
             for position, alg in enumerate(sorted(manifests)):
                 document += (b"," if position else b"") + _json(f"manifest-{alg}.txt") + b':"'
-                document += manifests.pop(alg) + b'"'
+                document += manifests.pop(alg)
+                document += b'"'
             document += b"}"
         else:
             document += _json(head[key])
-    return document + b"}"
+    document += b"}"
+    return document
 
 
 def _json(value) -> bytes:
@@ -146,14 +150,17 @@ def _stamp(value) -> str:
     return str(value)
 
 
-def sign(document: bytes | bytearray, key: SigningKey) -> str:
+def sign(document: bytearray, key: SigningKey) -> str:
     """The envelope, as JSON text: the document (its canonical bytes), its signature and the
-    key that made it."""
+    key that made it.  ``document`` becomes the envelope in place (a big one is not copied
+    twice)."""
     private = serialization.load_pem_private_key(key.private_pem.encode("ascii"), None)
     signature = base64.b64encode(private.sign(document)).decode("ascii")
     rest = json.dumps({"signature": signature, "algorithm": ALGORITHM, "key_id": key.key_id,
                        "sha256": hashlib.sha256(document).hexdigest()})
-    return '{"receipt": ' + document.decode("utf-8") + ", " + rest[1:]
+    document[0:0] = b'{"receipt": '
+    document += b", " + rest[1:].encode("ascii")
+    return document.decode("utf-8")
 
 
 def record(job, final: Iterable[dict]) -> None:
