@@ -21,15 +21,25 @@ BATCH = 2000  # rows written per executemany
 CACHE_KIB = 4096  # SQLite page cache of the table
 
 SCHEMA = """
-CREATE TABLE names (name TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER,
+CREATE TABLE names (name BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER,
                     position INTEGER, mtime REAL) WITHOUT ROWID;
-CREATE TABLE files (seq INTEGER PRIMARY KEY, idx INTEGER NOT NULL, name TEXT NOT NULL,
-                    subdir TEXT NOT NULL, size INTEGER NOT NULL, hashtype TEXT NOT NULL,
-                    hashsum TEXT NOT NULL, mtime TEXT, first TEXT NOT NULL, second TEXT,
-                    clip1 TEXT NOT NULL, clip2 TEXT, member TEXT, clipped TEXT,
+CREATE TABLE files (seq INTEGER PRIMARY KEY, idx INTEGER NOT NULL, name BLOB NOT NULL,
+                    subdir BLOB NOT NULL, size INTEGER NOT NULL, hashtype TEXT NOT NULL,
+                    hashsum TEXT NOT NULL, mtime BLOB, first BLOB NOT NULL, second BLOB,
+                    clip1 BLOB NOT NULL, clip2 BLOB, member BLOB, clipped BLOB,
                     entry TEXT NOT NULL);
 """
 DIRECTORY, MEMBER, OTHER = "d", "f", "o"  # names.kind: a folder, a file under data/, else
+
+
+def _b(text: str | None) -> bytes | None:
+    """Names are kept as UTF-8 bytes, lone surrogates and all (tarfile gives undecodable
+    name bytes as surrogates, JSON escapes can make any): equal strings, equal bytes."""
+    return None if text is None else text.encode("utf-8", "surrogatepass")
+
+
+def _s(blob: bytes | None) -> str | None:
+    return None if blob is None else blob.decode("utf-8", "surrogatepass")
 
 
 @dataclass(frozen=True)
@@ -76,13 +86,13 @@ class FileTable:
     def add_directory(self, name: str) -> None:
         """A folder (or the tar's root): a later file of the same name is a duplicate."""
         self.db.execute("INSERT OR IGNORE INTO names (name, kind) VALUES (?, ?)",
-                        (name, DIRECTORY))
+                        (_b(name), DIRECTORY))
 
     def add_name(self, member: Member, kind: str) -> bool:
         """A regular file's header; False if the name was seen before in this tar."""
         try:
             self.db.execute("INSERT INTO names VALUES (?, ?, ?, ?, ?)",
-                            (member.name, kind, member.size, member.offset, member.mtime))
+                            (_b(member.name), kind, member.size, member.offset, member.mtime))
         except sqlite3.IntegrityError:
             return False
         return True
@@ -90,14 +100,14 @@ class FileTable:
     def member(self, name: str) -> Member | None:
         """A regular file under data/ by its normalised name."""
         row = self.db.execute("SELECT name, size, position, mtime FROM names "
-                              "WHERE name = ? AND kind = ?", (name, MEMBER)).fetchone()
-        return None if row is None else Member(*row)
+                              "WHERE name = ? AND kind = ?", (_b(name), MEMBER)).fetchone()
+        return None if row is None else Member(_s(row[0]), *row[1:])
 
     def members(self) -> Iterator[Member]:
         """Every regular file under data/, by name."""
         for row in self.db.execute("SELECT name, size, position, mtime FROM names "
                                    "WHERE kind = ? ORDER BY name", (MEMBER,)):
-            yield Member(*row)
+            yield Member(_s(row[0]), *row[1:])
 
     def member_count(self) -> int:
         """How many regular files the bundle holds under data/."""
@@ -110,9 +120,10 @@ class FileTable:
         """A checked Files entry (``raw`` as metadata.txt has it) with the members it may
         name, best first, as ``(member name, subdir relative to data/)``."""
         first, second = candidates[0], candidates[1] if len(candidates) > 1 else (None, None)
-        self._files.append((self.file_count, entry.index, entry.name, entry.subdir, entry.size,
-                            entry.hashtype, entry.hashsum, entry.mtime, first[0], second[0],
-                            first[1], second[1], json.dumps(raw, separators=(",", ":"))))
+        self._files.append((self.file_count, entry.index, _b(entry.name), _b(entry.subdir),
+                            entry.size, entry.hashtype, entry.hashsum, _b(entry.mtime),
+                            _b(first[0]), _b(second[0]), _b(first[1]), _b(second[1]),
+                            json.dumps(raw, separators=(",", ":"))))
         self.file_count += 1
         if len(self._files) >= BATCH:
             self._flush_files()
@@ -142,9 +153,10 @@ class FileTable:
                 "  ORDER BY g.seq LIMIT 1) FROM files AS f "
                 "WHERE member IS NULL OR EXISTS (SELECT 1 FROM files AS g "
                 " WHERE g.member = f.member AND g.seq < f.seq) ORDER BY seq"):
+            name, subdir, member = _s(name), _s(subdir), _s(member)
             if member is None:
                 label = f"{subdir.rstrip('/')}/{name}" if subdir.strip("/") else name
-                tried = " or ".join(name for name in (first, second) if name)
+                tried = " or ".join(_s(name) for name in (first, second) if name)
                 problems.append(f"{label}: listed in metadata.txt but the bundle has no "
                                 f"member {tried}")
             else:
@@ -153,13 +165,13 @@ class FileTable:
         for (extra,) in self.db.execute(
                 "SELECT name FROM names WHERE kind = ? AND NOT EXISTS (SELECT 1 FROM files "
                 "WHERE member = names.name) ORDER BY name", (MEMBER,)):
-            problems.append(f"{extra}: in the bundle but not listed in metadata.txt")
+            problems.append(f"{_s(extra)}: in the bundle but not listed in metadata.txt")
         if not problems:
             for member, declared, found in self.db.execute(
                     "SELECT member, f.size, n.size FROM files AS f JOIN names AS n "
                     "ON n.name = f.member ORDER BY seq"):
                 if declared != found:
-                    problems.append(f"{member}: size mismatch, metadata says {declared} bytes, "
+                    problems.append(f"{_s(member)}: size mismatch, metadata says {declared} bytes, "
                                     f"bundle has {found}")
         if problems:
             raise MetadataError("metadata.txt does not match the bundle's files:", problems)
@@ -173,7 +185,7 @@ class FileTable:
         for row in self.db.execute(
                 "SELECT seq, n.name, n.size, n.position, n.mtime, f.size, hashtype, hashsum, "
                 "f.mtime FROM files AS f JOIN names AS n ON n.name = f.member ORDER BY seq"):
-            yield PlacedFile(row[0], Member(*row[1:5]), *row[5:])
+            yield PlacedFile(row[0], Member(_s(row[1]), *row[2:5]), *row[5:8], _s(row[8]))
 
     def final(self, others: list[tuple[int, dict]], first_id: int) -> Iterator[dict]:
         """The metadata list in its own order: ``others`` (the entries that are not Files,
@@ -185,7 +197,7 @@ class FileTable:
             while other is not None and other[0] < index:
                 yield other[1]
                 other = next(pending, None)
-            yield dict(json.loads(text), _id=first_id + seq, subdir=clipped)
+            yield dict(json.loads(text), _id=first_id + seq, subdir=_s(clipped))
         while other is not None:
             yield other[1]
             other = next(pending, None)
