@@ -18,7 +18,7 @@ from .errors import MetadataError, Problems
 from .metadata import FileEntry, sent_on
 
 BATCH = 2000  # rows written per executemany
-CACHE_KIB = 4096  # SQLite page cache of the table
+CACHE_KIB = 2048  # SQLite page cache of the table
 
 SCHEMA = """
 CREATE TABLE names (name BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER,
