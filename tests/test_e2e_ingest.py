@@ -174,6 +174,8 @@ def test_a_hundred_thousand_files_ingest_byte_identical(stack, tmp_path):
         job_id = stack.upload(handle)["job_id"]
     state = stack.wait(job_id, timeout=1100)
     assert (state["state"], state["complete"]) == ("OK", True), state
+    page = stack.session.get(f"{stack.url}/jobs/{job_id}", timeout=60)
+    assert page.status_code == 200 and f"and {count - 1000} more" in page.text
     files = stack.files(job_id)["files"]
     assert len(files) == count
     for entry in files:
