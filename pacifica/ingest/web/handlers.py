@@ -178,7 +178,8 @@ class JobFiles(Authenticated):
 
     @cherrypy.tools.json_out()
     @json_errors
-    def GET(self, *, job_id=None, offset=None, limit=None, **_params):  # pylint: disable=invalid-name
+    def GET(self, *, job_id=None, offset=None, limit=None,  # pylint: disable=invalid-name
+            **_params):
         """The job's state, transaction and one page of its files with their archive ids
         (owner or admin); ``total`` counts them all."""
         number = parse_job_id(job_id)
