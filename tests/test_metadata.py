@@ -7,7 +7,7 @@ import pytest
 
 from pacifica.ingest import metadata
 from pacifica.ingest.errors import MetadataError
-from pacifica.ingest.filetable import FileTable
+from pacifica.ingest.filetable import MEMBER, FileTable, FinalMetadata, Member
 from factories import TRANSACTION, file_entry
 
 
@@ -155,3 +155,51 @@ def test_streamed_depth_check_follows_strings_and_escapes_across_reads(chunk):
             assert ("nests deeper" in str(err)) == deep, str(err)
         else:
             assert not deep
+
+
+def test_file_table_places_and_refuses_as_place_files_does():
+    entries = [file_entry("a/missing.txt", b"1"), file_entry("b.txt", b"2"),
+               file_entry("b.txt", b"2", subdir="data"), file_entry("c.txt", b"3"),
+               file_entry("data/x", b"4", subdir="data")]
+    members = {"data/b.txt": 1, "data/c.txt": 1, "data/data/x": 1, "data/d.txt": 5}
+    parsed = parse(entries)
+    with pytest.raises(MetadataError) as in_memory:
+        metadata.place_files(parsed.files, set(members))
+    table = FileTable()
+    try:
+        for offset, (name, size) in enumerate(members.items()):
+            table.add_name(Member(name, size, offset * 512, 0.0), MEMBER)
+        for entry in parsed.files:
+            table.add_file(entry, metadata.candidates(entry), entries[entry.index])
+        with pytest.raises(MetadataError) as on_disk:
+            table.place()
+    finally:
+        table.close()
+    assert str(on_disk.value) == str(in_memory.value)
+    assert "listed twice" in str(on_disk.value) and "data/d.txt: in the bundle" in str(
+        on_disk.value)
+
+
+@pytest.mark.parametrize("y_size", [3, 2])
+def test_file_table_finds_size_mismatches_and_gives_the_placed_files_in_order(y_size):
+    entries = TRANSACTION + [file_entry("data/x", b"4", subdir="data"), file_entry("y", b"22")]
+    parsed = parse(entries)
+    table = FileTable()
+    try:
+        table.add_name(Member("data/data/x", 1, 512, 0.0), MEMBER)
+        table.add_name(Member("data/y", y_size, 1536, 0.0), MEMBER)
+        for entry in parsed.files:
+            table.add_file(entry, metadata.candidates(entry), entries[entry.index])
+        if y_size != 2:
+            with pytest.raises(MetadataError, match="data/y: size mismatch, metadata says 2"):
+                table.place()
+            return
+        table.place()
+        assert [(p.seq, p.member.name, p.member.offset) for p in table.placed()] == [
+            (0, "data/data/x", 512), (1, "data/y", 1536)]
+        others = [(n, e) for n, e in enumerate(entries) if e["destinationTable"] != "Files"]
+        final = list(FinalMetadata(table, others, first_id=100, job_id=7))
+        assert final == metadata.with_ids(
+            entries, metadata.place_files(parsed.files, {"data/data/x", "data/y"}), 100, 7)
+    finally:
+        table.close()
