@@ -22,6 +22,7 @@ setup(
         "tqdm>=4.62",
         "prometheus_client>=0.17",
         "cryptography>=41",
+        "ijson>=3.2",  # metadata.txt read entry by entry (a million-file list is ~100 MB)
     ],
     extras_require={
         "mysql": ["PyMySQL>=1.0"],

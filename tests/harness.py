@@ -248,11 +248,21 @@ class Stack:
         """Upload and wait for the outcome."""
         return self.wait(self.upload(body, **kwargs)["job_id"], timeout)
 
-    def files(self, job_id: int) -> dict:
-        """What a job put in the embedded catalog."""
-        reply = self.session.get(self.url + "/get_files", params={"job_id": job_id}, timeout=30)
-        assert reply.status_code == 200, reply.text
-        return reply.json()
+    def files(self, job_id: int, page: int = 10000) -> dict:
+        """What a job put in the embedded catalog: every page of ``get_files`` joined."""
+        listing: dict = {}
+        while not listing or len(listing["files"]) < listing["total"]:
+            reply = self.session.get(self.url + "/get_files", timeout=60, params={
+                "job_id": job_id, "offset": len(listing.get("files", [])), "limit": page})
+            assert reply.status_code == 200, reply.text
+            answer = reply.json()
+            if not listing:
+                listing = answer
+            else:
+                listing["files"].extend(answer["files"])
+            if not answer["files"]:
+                break
+        return listing
 
     def archived(self, job_id: int) -> dict[str, bytes]:
         """What a job stored, as {"subdir/name": bytes read back from the archive}."""

@@ -7,6 +7,7 @@ import pytest
 
 from pacifica.ingest import metadata
 from pacifica.ingest.errors import MetadataError
+from pacifica.ingest.filetable import MEMBER, FileTable, FinalMetadata, Member
 from factories import TRANSACTION, file_entry
 
 
@@ -100,3 +101,105 @@ def test_problem_lists_keep_fifty_and_count_the_rest():
         metadata.validate([{}] * 200_000, require_source=True)
     assert len(raised.value.details) == 50
     assert str(raised.value).endswith("... and 199950 more")
+
+
+class _Chunks:
+    """A reader that gives at most ``size`` bytes per read, to split tokens between reads."""
+
+    def __init__(self, raw: bytes, size: int):
+        self.raw, self.size, self.position = raw, size, 0
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.size if size < 0 else min(size, self.size)
+        chunk = self.raw[self.position:self.position + want]
+        self.position += len(chunk)
+        return chunk
+
+
+def load(raw: bytes, chunk: int = 7):
+    table = FileTable()
+    try:
+        others = metadata.load(_Chunks(raw, chunk), table, lambda: raw)
+        return others, table.file_count
+    finally:
+        table.close()
+
+
+def test_streamed_load_keeps_the_files_in_the_table_and_the_rest_aside():
+    raw = b"\xef\xbb\xbf  " + json.dumps(TRANSACTION + [file_entry("a/b.txt", b"1")]).encode()
+    others, count = load(raw)
+    assert [entry for _, entry in others] == TRANSACTION and count == 1
+
+
+@pytest.mark.parametrize("raw", [
+    b"[", b"{}", b"\xff\xfe", b"[" * 100 + b"]" * 100, b'["' + b'\\"' * 1000,
+    b'[{"a": "\\\\"}' + b", [" * 64 + b"]" * 64 + b"]", b"[1, {}]", b"   ", b"",
+    json.dumps([dict(file_entry("a.txt", b"a"), size=-1)]).encode(),
+])
+def test_streamed_load_refuses_as_parse_does(raw):
+    with pytest.raises(MetadataError) as whole:
+        metadata.parse(raw)
+    for chunk in (1, 2, 5, 64 * 1024):
+        with pytest.raises(MetadataError) as streamed:
+            load(raw, chunk)
+        assert str(streamed.value) == str(whole.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_streamed_depth_check_follows_strings_and_escapes_across_reads(chunk):
+    for text, deep in [('[{"a": "\\"[[[[\\\\"}]', False), ("[" * 65 + "]" * 65, True),
+                       ('[{"a": "[[[[[[[[[["}]', False)]:
+        try:
+            load(text.encode(), chunk)
+        except MetadataError as err:
+            assert ("nests deeper" in str(err)) == deep, str(err)
+        else:
+            assert not deep
+
+
+def test_file_table_places_and_refuses_as_place_files_does():
+    entries = [file_entry("a/missing.txt", b"1"), file_entry("b.txt", b"2"),
+               file_entry("b.txt", b"2", subdir="data"), file_entry("c.txt", b"3"),
+               file_entry("data/x", b"4", subdir="data")]
+    members = {"data/b.txt": 1, "data/c.txt": 1, "data/data/x": 1, "data/d.txt": 5}
+    parsed = parse(entries)
+    with pytest.raises(MetadataError) as in_memory:
+        metadata.place_files(parsed.files, set(members))
+    table = FileTable()
+    try:
+        for offset, (name, size) in enumerate(members.items()):
+            table.add_name(Member(name, size, offset * 512, 0.0), MEMBER)
+        for entry in parsed.files:
+            table.add_file(entry, metadata.candidates(entry), entries[entry.index])
+        with pytest.raises(MetadataError) as on_disk:
+            table.place()
+    finally:
+        table.close()
+    assert str(on_disk.value) == str(in_memory.value)
+    assert "listed twice" in str(on_disk.value) and "data/d.txt: in the bundle" in str(
+        on_disk.value)
+
+
+@pytest.mark.parametrize("y_size", [3, 2])
+def test_file_table_finds_size_mismatches_and_gives_the_placed_files_in_order(y_size):
+    entries = TRANSACTION + [file_entry("data/x", b"4", subdir="data"), file_entry("y", b"22")]
+    parsed = parse(entries)
+    table = FileTable()
+    try:
+        table.add_name(Member("data/data/x", 1, 512, 0.0), MEMBER)
+        table.add_name(Member("data/y", y_size, 1536, 0.0), MEMBER)
+        for entry in parsed.files:
+            table.add_file(entry, metadata.candidates(entry), entries[entry.index])
+        if y_size != 2:
+            with pytest.raises(MetadataError, match="data/y: size mismatch, metadata says 2"):
+                table.place()
+            return
+        table.place()
+        assert [(p.seq, p.member.name, p.member.offset) for p in table.placed()] == [
+            (0, "data/data/x", 512), (1, "data/y", 1536)]
+        others = [(n, e) for n, e in enumerate(entries) if e["destinationTable"] != "Files"]
+        final = list(FinalMetadata(table, others, first_id=100, job_id=7))
+        assert final == metadata.with_ids(
+            entries, metadata.place_files(parsed.files, {"data/data/x", "data/y"}), 100, 7)
+    finally:
+        table.close()

@@ -22,11 +22,14 @@ import os
 import shutil
 import tarfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Iterator
 
 from .config import IngestSettings
 from .errors import BundleError, MetadataError, Problems
 from .extent import Extent
+from .filetable import MEMBER, OTHER, FileTable, Member
 from .intake import member_digests
 from .intake.files import unlink_quietly, written_whole
 from .intake.volume import partial, unpacked
@@ -64,14 +67,23 @@ class BundleLimits:
         return cls(**{item.name: getattr(ingest, item.name) for item in fields(cls)})
 
 
-@dataclass(frozen=True)
-class Member:
-    """A regular file in the bundle."""
+class Members(Mapping):
+    """The bundle's regular files under data/ by normalised name, read from its file table."""
 
-    name: str  # normalised: 'data/a/b/foo.txt'
-    size: int
-    offset: int  # where its bytes start in the bundle file
-    mtime: float
+    def __init__(self, table: FileTable):
+        self.table = table
+
+    def __getitem__(self, name: str) -> Member:
+        member = self.table.member(name)
+        if member is None:
+            raise KeyError(name)
+        return member
+
+    def __iter__(self) -> Iterator[str]:
+        return (member.name for member in self.table.members())
+
+    def __len__(self) -> int:
+        return self.table.member_count()
 
 
 class MemberReader(io.RawIOBase):
@@ -96,14 +108,15 @@ class MemberReader(io.RawIOBase):
 
 
 class OpenedBundle:
-    """An opened, checked tar bundle on disk."""
+    """An opened, checked tar bundle on disk; its members are listed in ``table``."""
 
-    def __init__(self, path: str, members: dict[str, Member], metadata: Member | None,
+    def __init__(self, path: str, table: FileTable, metadata: Member | None,
                  limits: BundleLimits = BundleLimits(), tar_path: str | None = None):
         self.path = path
         self.limits = limits
         self.tar_path = tar_path or path  # the uncompressed tar actually read
-        self.members = members
+        self.table = table
+        self.members = Members(table)
         self.metadata_member = metadata
         self._file = open(self.tar_path, "rb")  # pylint: disable=consider-using-with
         # the frontend's digests count for the very file it received, never a decompressed copy
@@ -111,8 +124,9 @@ class OpenedBundle:
                          if self.tar_path == path else {})
 
     def close(self) -> None:
-        """Release the bundle file and drop a decompressed copy made for it."""
+        """Release the bundle file and its file table; drop a decompressed copy made for it."""
         self._file.close()
+        self.table.close()
         if self.tar_path != self.path:
             unlink_quietly(self.tar_path)
 
@@ -122,19 +136,18 @@ class OpenedBundle:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def data_members(self) -> set[str]:
-        """Names of the regular files under data/."""
-        return set(self.members)
-
     def read_metadata(self) -> bytes:
-        """The bytes of metadata.txt."""
+        """The bytes of metadata.txt (whole: see ``metadata_reader`` for a big one)."""
+        return self.metadata_reader().read()
+
+    def metadata_reader(self) -> io.BufferedReader:
+        """A reader of metadata.txt, once its size is checked against the limit."""
         if self.metadata_member is None:
             raise MetadataError("the bundle has no metadata.txt at its top level")
         if self.metadata_member.size > self.limits.max_metadata_size:
             raise MetadataError(f"metadata.txt is {self.metadata_member.size} bytes, over the "
                                 f"{self.limits.max_metadata_size}-byte limit")
-        return self.open(self.metadata_member).read()
+        return self.open(self.metadata_member)
 
     def open(self, member: Member) -> io.BufferedReader:
         """A reader of one member's bytes (its buffer no bigger than the member needs)."""
@@ -153,10 +166,12 @@ class OpenedBundle:
     def open_path(cls, path: str, limits: BundleLimits = BundleLimits()) -> "OpenedBundle":
         """Open and check a bundle (decompressing it first if need be); raise BundleError."""
         tar_path = decompress(path, limits)
+        table = FileTable()
         try:
-            members, metadata = scan(tar_path, limits)
-            return cls(path, members, metadata, limits, tar_path)
+            _, metadata = scan(tar_path, limits, table)
+            return cls(path, table, metadata, limits, tar_path)
         except BaseException:
+            table.close()
             if tar_path != path:
                 unlink_quietly(tar_path)
             raise
@@ -228,8 +243,10 @@ def decompress(path: str, limits: BundleLimits) -> str:
     return target
 
 
-def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | None]:
-    """Read every header and check each member is safe and the file is complete."""
+def scan(path: str, limits: BundleLimits,
+         table: FileTable | None = None) -> tuple[Members, Member | None]:
+    """Read every header and check each member is safe and the file is complete; the
+    members are written to ``table`` (a new one if not given) as the headers go by."""
     try:
         file_size = os.path.getsize(path)
     except OSError as err:
@@ -241,9 +258,9 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
                           f"one (a tar starts with a {BLOCK}-byte header); send the bundle's tar "
                           "file itself")
     problems = Problems()
-    members: dict[str, Member] = {}
+    table = table if table is not None else FileTable()
     metadata: Member | None = None
-    seen: set[str] = set()
+    seen = False
     total = 0
     check_headers(path, file_size, limits.max_members)
     try:
@@ -252,13 +269,15 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
                 name = _normalise(info.name, problems)
                 if name is None:
                     continue
+                seen = True
                 if info.isdir() or not name:
-                    seen.add(name)
+                    table.add_directory(name)
                     continue
-                if name in seen:
+                member = Member(name, info.size, info.offset_data, float(info.mtime or 0))
+                place = MEMBER if name.startswith(DATA_ROOT + "/") else OTHER
+                if not table.add_name(member, place):
                     problems.append(f"{info.name}: appears more than once in the bundle")
                     continue
-                seen.add(name)
                 kind = _unsafe_kind(info)
                 if kind:
                     problems.append(f"{info.name}: is a {kind}; a bundle may hold only regular "
@@ -268,13 +287,10 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
                     problems.append(f"{info.name}: truncated, needs {info.size} bytes but the "
                                     f"bundle ends {max(file_size - info.offset_data, 0)} bytes in")
                     continue
-                member = Member(name, info.size, info.offset_data, float(info.mtime or 0))
                 total += info.size
                 if name == METADATA_NAME:
                     metadata = member
-                elif name.startswith(DATA_ROOT + "/"):
-                    members[name] = member
-                else:
+                elif place == OTHER:
                     problems.append(f"{info.name}: unexpected member; a bundle holds metadata.txt "
                                     "and files under data/ only")
             end_of_data = tar.offset
@@ -292,14 +308,16 @@ def scan(path: str, limits: BundleLimits) -> tuple[dict[str, Member], Member | N
     if limits.max_total_size and total > limits.max_total_size:
         raise BundleError(f"the bundle's members claim {total} bytes, over the "
                           f"{limits.max_total_size}-byte limit")
-    return members, metadata
+    return Members(table), metadata
 
 
 def _iterate(tar: tarfile.TarFile):
+    """The headers one by one, none kept: tarfile would list every one in ``tar.members``."""
     while True:
         info = tar.next()
         if info is None:
             return
+        tar.members.clear()
         yield info
 
 

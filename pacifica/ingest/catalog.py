@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Iterable
 
 import peewee
 
@@ -20,7 +21,7 @@ class Transaction(BaseModel):
     instrument = peewee.CharField(max_length=255, null=True)
     user = peewee.CharField(max_length=255, default="")
     created = peewee.DateTimeField(default=utcnow)
-    metadata = LongTextField()  # the full list as sent on (over 64 KiB for many files)
+    metadata = LongTextField()  # its entries that are not files, as sent on (files: ArchivedFile)
 
     class Meta:
         table_name = "ingest_transactions"
@@ -65,29 +66,65 @@ def _text(value) -> str | None:
     return None if value is None else (value if isinstance(value, str) else json.dumps(value))
 
 
-def record(job_id: int, user: str, entries: list) -> bool:
-    """Store one transaction's metadata once; False if it was already recorded."""
-    fields = {e["destinationTable"].split(".", 1)[1]: e.get("value") for e in entries
-              if e.get("destinationTable", "").startswith("Transactions.")}
-    transaction = {"job_id": job_id, "submitter": _text(fields.get("submitter")),
-                   "project": _text(fields.get("project")),
-                   "instrument": _text(fields.get("instrument")), "user": user,
-                   "metadata": json.dumps(entries)}
-    pairs = [{"job_id": job_id, "key": str(e["key"]), "value": _text(e.get("value")) or ""}
-             for e in entries if e.get("destinationTable") == "TransactionKeyValue"]
-    files = [{"file_id": e["_id"], "job_id": job_id, "name": e["name"], "subdir": e["subdir"],
-              "size": e["size"], "hashtype": e["hashtype"], "hashsum": e["hashsum"],
-              "mimetype": _text(e.get("mimetype")), "ctime": _text(e.get("ctime")),
-              "mtime": _text(e.get("mtime"))}
-             for e in entries if e.get("destinationTable") == protocol.FILES_TABLE]
-    _check_widths(transaction, pairs, files)
+FILE_BATCH = 1000  # file rows held and inserted at once
+
+
+def record(job_id: int, user: str, entries: Iterable[dict]) -> bool:
+    """Store one transaction's metadata once; False if it was already recorded.
+
+    ``entries`` is read once, as it comes (a million files are never held): the file rows
+    go in batches within one database transaction, which a value too wide for its column
+    rolls back, every such value named.
+    """
+    problems = Problems()
     with database_proxy.atomic():
         if Transaction.get_or_none(Transaction.job_id == job_id) is not None:
             return False
+        others, rows = [], []
+        for entry in entries:
+            if entry.get("destinationTable") != protocol.FILES_TABLE:
+                others.append(entry)
+                continue
+            rows.append(_file_row(job_id, entry, problems))
+            if len(rows) >= FILE_BATCH:
+                if not problems:
+                    bulk_insert(ArchivedFile, rows)
+                rows = []
+        transaction = _transaction_row(job_id, user, others)
+        pairs = [{"job_id": job_id, "key": str(e["key"]), "value": _text(e.get("value")) or ""}
+                 for e in others if e.get("destinationTable") == "TransactionKeyValue"]
+        _check(Transaction, transaction, lambda name: f"Transactions.{name}", problems)
+        for pair in pairs:
+            _check(TransactionKeyValue, pair,
+                   lambda name, key=_short(pair["key"]): f"TransactionKeyValue.{name} of {key!r}",
+                   problems)
+        if problems:
+            raise MetadataSinkError("the metadata does not fit the catalog's columns:", problems)
         Transaction.create(**transaction)
         bulk_insert(TransactionKeyValue, pairs)
-        bulk_insert(ArchivedFile, files)
+        bulk_insert(ArchivedFile, rows)
     return True
+
+
+def _transaction_row(job_id: int, user: str, others: list[dict]) -> dict:
+    """The transaction row from the entries that are not files (they are kept in it whole)."""
+    fields = {e["destinationTable"].split(".", 1)[1]: e.get("value") for e in others
+              if e.get("destinationTable", "").startswith("Transactions.")}
+    return {"job_id": job_id, "submitter": _text(fields.get("submitter")),
+            "project": _text(fields.get("project")),
+            "instrument": _text(fields.get("instrument")), "user": user,
+            "metadata": json.dumps(others)}
+
+
+def _file_row(job_id: int, entry: dict, problems: Problems) -> dict:
+    row = {"file_id": entry["_id"], "job_id": job_id, "name": entry["name"],
+           "subdir": entry["subdir"], "size": entry["size"], "hashtype": entry["hashtype"],
+           "hashsum": entry["hashsum"], "mimetype": _text(entry.get("mimetype")),
+           "ctime": _text(entry.get("ctime")), "mtime": _text(entry.get("mtime"))}
+    _check(ArchivedFile, row,
+           lambda name, path=_short(_path_of(row)): f"Files.{name} of {path}",
+           problems)
+    return row
 
 
 def forget(job_id: int) -> None:
@@ -97,25 +134,12 @@ def forget(job_id: int) -> None:
             model.delete().where(model.job_id == job_id).execute()
 
 
-def _check_widths(transaction: dict, pairs: list[dict], files: list[dict]) -> None:
-    """Refuse, naming each, values too wide for their columns (before anything is written)."""
-    problems = Problems()
-
-    def check(model, row: dict, label) -> None:
-        for name, value in row.items():
-            reason = too_wide(model._meta.fields[name], value)
-            if reason:
-                problems.append(f"{label(name)}: {reason}")
-
-    check(Transaction, transaction, lambda name: f"Transactions.{name}")
-    for pair in pairs:
-        check(TransactionKeyValue, pair,
-              lambda name, key=_short(pair["key"]): f"TransactionKeyValue.{name} of {key!r}")
-    for row in files:
-        check(ArchivedFile, row,
-              lambda name, path=_short(_path_of(row)): f"Files.{name} of {path}")
-    if problems:
-        raise MetadataSinkError("the metadata does not fit the catalog's columns:", problems)
+def _check(model, row: dict, label, problems: Problems) -> None:
+    """Note, naming each, values too wide for their columns."""
+    for name, value in row.items():
+        reason = too_wide(model._meta.fields[name], value)
+        if reason:
+            problems.append(f"{label(name)}: {reason}")
 
 
 def _path_of(row: dict) -> str:
@@ -127,10 +151,18 @@ def _short(text: str, most: int = 80) -> str:
     return text if len(text) <= most else text[:most - 3] + "..."
 
 
-def files_of(job_id: int) -> list[dict]:
-    """The files a job ingested, in id order."""
-    query = ArchivedFile.select().where(ArchivedFile.job_id == job_id).order_by(ArchivedFile.file_id)
+def files_of(job_id: int, offset: int = 0, limit: int | None = None) -> list[dict]:
+    """The files a job ingested, in id order: all, or ``limit`` of them from ``offset``."""
+    query = (ArchivedFile.select().where(ArchivedFile.job_id == job_id)
+             .order_by(ArchivedFile.file_id))
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     return [row.as_dict() for row in query]
+
+
+def file_count(job_id: int) -> int:
+    """How many files a job ingested."""
+    return ArchivedFile.select().where(ArchivedFile.job_id == job_id).count()
 
 
 def transaction_of(job_id: int) -> dict | None:

@@ -1,6 +1,7 @@
 """Hashing while bytes stream, and the check that follows."""
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import BinaryIO, Callable
 
@@ -12,10 +13,17 @@ _UNSUPPORTED = {"shake_128", "shake_256"}
 
 def digest_size_of(name: str) -> int | None:
     """Bytes in a digest of this hashlib algorithm, or None if hashlib does not know it."""
-    if not isinstance(name, str) or name.lower() in _UNSUPPORTED:
+    if not isinstance(name, str) or len(name) > 64:
+        return None
+    return _digest_size(name.lower())
+
+
+@functools.lru_cache(maxsize=64)  # asked twice for each of a bundle's entries
+def _digest_size(name: str) -> int | None:
+    if name in _UNSUPPORTED:
         return None
     try:
-        return hashlib.new(name.lower()).digest_size
+        return hashlib.new(name).digest_size
     except (ValueError, TypeError):
         return None
 

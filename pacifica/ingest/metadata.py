@@ -1,14 +1,17 @@
 """metadata.txt: parse, validate its structure, and settle which tar member each file names.
 
-Pure functions: no I/O, no network.  Every problem found is collected and raised
-once, so a person fixes the whole bundle in one go.
+Pure functions: no network, no files opened here.  Every problem found is collected and
+raised once, so a person fixes the whole bundle in one go.  A bundle's metadata.txt is read
+as a stream (``load``), one entry at a time, so a million-file list is never held whole.
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import ijson
 
 from .checksum import digest_size_of
 from .errors import MetadataError, Problems
@@ -103,26 +106,31 @@ def validate(entries, require_source: bool = False) -> IngestMetadata:
     problems = Problems()
     files: list[FileEntry] = []
     for index, entry in enumerate(entries):
-        where = f"entry {index}"
-        if not isinstance(entry, dict):
-            problems.append(f"{where}: is a {type(entry).__name__}, not an object")
-            continue
-        table = entry.get("destinationTable")
-        if not isinstance(table, str) or not table:
-            problems.append(f"{where}: has no destinationTable")
-            continue
-        if table == FILES_TABLE:
-            parsed = _file_entry(index, entry, require_source, problems)
-            if parsed:
-                files.append(parsed)
-        elif table == "TransactionKeyValue":
-            if not isinstance(entry.get("key"), str) or "value" not in entry:
-                problems.append(f"{where}: TransactionKeyValue needs a string 'key' and a 'value'")
-        elif table.startswith("Transactions.") and "value" not in entry:
-            problems.append(f"{where}: {table} has no 'value'")
+        parsed = check_entry(index, entry, require_source, problems)
+        if parsed:
+            files.append(parsed)
     if problems:
         raise MetadataError("metadata.txt has problems:", problems)
     return IngestMetadata(entries=entries, files=files)
+
+
+def check_entry(index: int, entry, require_source: bool, problems: Problems) -> FileEntry | None:
+    """Note what is wrong with one entry of the list; a good Files entry comes back parsed."""
+    where = f"entry {index}"
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: is a {type(entry).__name__}, not an object")
+        return None
+    table = entry.get("destinationTable")
+    if not isinstance(table, str) or not table:
+        problems.append(f"{where}: has no destinationTable")
+    elif table == FILES_TABLE:
+        return _file_entry(index, entry, require_source, problems)
+    elif table == "TransactionKeyValue":
+        if not isinstance(entry.get("key"), str) or "value" not in entry:
+            problems.append(f"{where}: TransactionKeyValue needs a string 'key' and a 'value'")
+    elif table.startswith("Transactions.") and "value" not in entry:
+        problems.append(f"{where}: {table} has no 'value'")
+    return None
 
 
 def _file_entry(index: int, entry: dict, require_source: bool, problems: Problems):
@@ -163,37 +171,42 @@ def _file_entry(index: int, entry: dict, require_source: bool, problems: Problem
                      source=entry.get("source"))
 
 
+def candidates(entry: FileEntry) -> list[tuple[str, str]]:
+    """The members an entry may name, best first, each with its subdir relative to data/.
+
+    Prefer ``data/<subdir>/<name>``; else drop one leading ``data`` component of subdir.
+    """
+    parts = split_path(entry.subdir)
+    options = [parts]
+    if parts and parts[0] == DATA_ROOT:
+        options.append(parts[1:])
+    return [("/".join([DATA_ROOT, *option, entry.name]), "/".join(option)) for option in options]
+
+
 def place_files(files: Iterable[FileEntry], members: set[str]) -> list[FilePlacement]:
     """Settle each entry's tar member (docs/PROTOCOL.md) and check the bundle has exactly those files.
 
     ``members`` are the normalised names of the bundle's regular files under data/.
-    Prefer ``data/<subdir>/<name>``; else drop one leading ``data`` component of subdir.
+    (A bundle's own files are matched the same way in ``filetable``, on disk.)
     """
     problems = Problems()
     placements: list[FilePlacement] = []
     claimed: dict[str, FileEntry] = {}
     for entry in files:
-        parts = split_path(entry.subdir)
-        candidates = [parts]
-        if parts and parts[0] == DATA_ROOT:
-            candidates.append(parts[1:])
-        member = None
-        for candidate in candidates:
-            name = "/".join([DATA_ROOT, *candidate, entry.name])
-            if name in members:
-                member, parts = name, candidate
-                break
-        if member is None:
-            tried = " or ".join("/".join([DATA_ROOT, *c, entry.name]) for c in candidates)
+        options = candidates(entry)
+        found = next(((name, subdir) for name, subdir in options if name in members), None)
+        if found is None:
+            tried = " or ".join(name for name, _ in options)
             problems.append(f"{entry.label()}: listed in metadata.txt but the bundle has no "
                             f"member {tried}")
             continue
+        member, subdir = found
         if member in claimed:
             problems.append(f"{member}: listed twice in metadata.txt (entries "
                             f"{claimed[member].index} and {entry.index})")
             continue
         claimed[member] = entry
-        placements.append(FilePlacement(entry=entry, member=member, subdir="/".join(parts)))
+        placements.append(FilePlacement(entry=entry, member=member, subdir=subdir))
     for extra in sorted(members - set(claimed)):
         problems.append(f"{extra}: in the bundle but not listed in metadata.txt")
     if problems:
@@ -205,13 +218,124 @@ def with_ids(entries: list, placements: list[FilePlacement], first_id: int,
              job_id: int) -> list:
     """The list sent on to Policy and Metadata: file ``_id``s, clipped subdirs, Transactions._id."""
     by_index = {p.entry.index: (first_id + n, p.subdir) for n, p in enumerate(placements)}
-    result = []
-    for index, entry in enumerate(entries):
+
+    def placed():
+        for index, entry in enumerate(entries):
+            if index in by_index:
+                file_id, subdir = by_index[index]
+                entry = dict(entry, _id=file_id, subdir=subdir)
+            yield entry
+
+    return list(sent_on(placed(), job_id))
+
+
+def sent_on(entries: Iterable, job_id: int) -> Iterator:
+    """The entries without an uploader's own ``Transactions._id``, then the job's: the job id
+    is the transaction id."""
+    for entry in entries:
         if isinstance(entry, dict) and entry.get("destinationTable") == "Transactions._id":
-            continue  # the job id is the transaction id; an uploader's own value is replaced
-        if index in by_index:
-            file_id, subdir = by_index[index]
-            entry = dict(entry, _id=file_id, subdir=subdir)
-        result.append(entry)
-    result.append({"destinationTable": "Transactions._id", "value": job_id})
-    return result
+            continue
+        yield entry
+    yield {"destinationTable": "Transactions._id", "value": job_id}
+
+
+class _Unstreamable(Exception):
+    """metadata.txt is not a list the streaming reader can take: parse it whole for the why."""
+
+
+class _DepthGuard:
+    """A reader that refuses JSON nested deeper than MAX_JSON_DEPTH as its bytes go by.
+
+    Works on bytes (JSON's structure characters are ASCII; UTF-8 never reuses those bytes),
+    skipping strings and escapes across reads: constant memory, linear time.
+    """
+
+    def __init__(self, reader: BinaryIO):
+        self._reader = reader
+        self._depth = 0
+        self._in_string = False
+        self._carry = b""
+
+    def read(self, size: int = -1) -> bytes:
+        """Read on, checking what was read."""
+        chunk = self._reader.read(size)
+        self._feed(chunk)
+        return chunk
+
+    def _feed(self, chunk: bytes) -> None:
+        data = self._carry + chunk
+        odd = (len(data) - len(data.rstrip(b"\\"))) % 2
+        data, self._carry = (data[:-1], data[-1:]) if odd and chunk else (data, b"")
+        data = _BYTES_ESCAPE.sub(b"", data)
+        if self._in_string:
+            end = data.find(b'"')
+            if end < 0:
+                return
+            data, self._in_string = data[end + 1:], False
+        data = _BYTES_STRING.sub(b"", data)
+        quote = data.find(b'"')
+        if quote >= 0:
+            data, self._in_string = data[:quote], True
+        for token in _BYTES_BRACKETS.findall(data):
+            if token in b"[{":
+                self._depth += 1
+                if self._depth > MAX_JSON_DEPTH:
+                    raise _Unstreamable("nests too deep")
+            else:
+                self._depth -= 1
+
+
+_BYTES_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_BYTES_STRING = re.compile(rb'"[^"]*"')
+_BYTES_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def load(reader: BinaryIO, table, read_whole: Callable[[], bytes]) -> list[tuple[int, dict]]:
+    """Read metadata.txt entry by entry, checking each as ``validate`` does, into ``table``
+    (a ``filetable.FileTable``): the Files entries go there, the others (a few) come back
+    with their positions.  Memory stays flat however many files it lists.
+
+    A document the streaming reader cannot take (not a list, not JSON, nested too deep) is
+    parsed whole with ``read_whole()`` (within max_metadata_size), so its message is the
+    one ``parse`` gives.
+    """
+    problems = Problems()
+    others: list[tuple[int, dict]] = []
+    try:
+        head = reader.read(3)
+        head = b"" if head == b"\xef\xbb\xbf" else head.lstrip()
+        while not head:
+            head = reader.read(64 * 1024)
+            if not head:
+                break
+            head = head.lstrip()
+        if head[:1] != b"[":
+            raise _Unstreamable("not a list")
+        entries = ijson.items(_DepthGuard(_Prefixed(head, reader)), "item", use_float=True)
+        for index, entry in enumerate(entries):
+            parsed = check_entry(index, entry, False, problems)
+            if parsed is not None:
+                if not problems:
+                    table.add_file(parsed, candidates(parsed), entry)
+            elif isinstance(entry, dict) and entry.get("destinationTable") != FILES_TABLE:
+                others.append((index, entry))
+    except (_Unstreamable, ijson.JSONError, UnicodeDecodeError) as err:
+        parse(read_whole())
+        raise MetadataError(f"metadata.txt is not valid JSON: {err}") from err
+    if problems:
+        raise MetadataError("metadata.txt has problems:", problems)
+    return others
+
+
+class _Prefixed:
+    """A reader that first gives back bytes already read."""
+
+    def __init__(self, head: bytes, reader: BinaryIO):
+        self._head, self._reader = head, reader
+
+    def read(self, size: int = -1) -> bytes:
+        """The held bytes first, then the reader's."""
+        if self._head and size != 0:  # ijson asks for 0 bytes to see what the reader gives
+            head, self._head = self._head, b""
+            return head
+        return self._reader.read(size)

@@ -5,21 +5,24 @@ Imports neither cherrypy nor celery: the worker calls ``ingest_bundle`` or
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Callable
+from typing import Callable, Iterable
 
 from . import jobs, metadata, metrics, protocol, receipts, timeline
 from .archive import ArchiveBackend, FileSource
 from .archive.fanout import StoreFanout
 from .bundle import BundleLimits, OpenedBundle
 from .config import IngestSettings
-from .intake import member_digests
-from .errors import IngestError, MetadataError, Problems
+from .errors import IngestError
 from .extent import Extent
+from .filetable import FinalMetadata, PlacedFile
+from .intake import member_digests
 from .intake.files import unlink_quietly
 from .jobs import Job, Step
 from .move_sources import MoveSources, OpenedSource
@@ -102,18 +105,22 @@ class JobProgress:
             raise JobCancelled(f"job {self.job_id} is no longer running")
 
 
-def _mtime_of(entry: metadata.FileEntry, fallback: float) -> float:
-    if entry.mtime:
-        try:
-            return parsedate_to_datetime(entry.mtime).timestamp()
-        except (TypeError, ValueError, IndexError):
-            pass
-        try:
-            from datetime import datetime  # pylint: disable=import-outside-toplevel
-            return datetime.fromisoformat(entry.mtime.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return fallback
+def _mtime_of(text: str | None, fallback: float) -> float:
+    """A file's mtime as metadata.txt gives it (RFC 2822 or ISO 8601), else ``fallback``."""
+    parsed = _parse_time(text) if text else None
+    return fallback if parsed is None else parsed
+
+
+@functools.lru_cache(maxsize=1024)  # a bundle's files often share one time
+def _parse_time(text: str) -> float | None:
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError):
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _file_ids(job: Job, count: int, deps: Deps) -> int:
@@ -125,56 +132,57 @@ def _file_ids(job: Job, count: int, deps: Deps) -> int:
     return first
 
 
-def _check_sizes(bundle: OpenedBundle, placements: list[metadata.FilePlacement]) -> None:
-    problems = Problems()
-    for placement in placements:
-        found = bundle.members[placement.member].size
-        if found != placement.entry.size:
-            problems.append(f"{placement.member}: size mismatch, metadata says "
-                            f"{placement.entry.size} bytes, bundle has {found}")
-    if problems:
-        raise MetadataError("metadata.txt does not match the bundle's files:", problems)
-
-
-def _validate(job: Job, deps: Deps, progress: JobProgress, parsed: metadata.IngestMetadata,
-              placements: list[metadata.FilePlacement]) -> tuple[int, list]:
-    """Policy Validation: the job's file ids, the list sent on, and the policy's yes."""
+def _validate(job: Job, deps: Deps, progress: JobProgress, count: int,
+              final_of: Callable[[int], Iterable[dict]]) -> tuple[int, Iterable[dict]]:
+    """Policy Validation: the job's file ids, the list sent on (``final_of(first_id)``), and
+    the policy's yes."""
     progress.begin(Step.POLICY)
-    first_id = _file_ids(job, len(placements), deps)
-    final = metadata.with_ids(parsed.entries, placements, first_id, job.job_id)
+    first_id = _file_ids(job, count, deps)
+    final = final_of(first_id)
     deps.policy.check(final, job.user)
     progress.end()
     return first_id, final
 
 
 def ingest_bundle(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int]:
-    """Open, validate, store and record one bundle; leave nothing in the archive on failure."""
+    """Open, validate, store and record one bundle; leave nothing in the archive on failure.
+
+    Members and metadata entries go through the bundle's file table, a row at a time, so
+    the worker's memory does not grow with the number of files.
+    """
     progress.begin(Step.OPEN_TAR)
     with OpenedBundle.open_path(job.path, deps.limits) as bundle:
         progress.end()
 
         progress.begin(Step.LOAD_METADATA)
-        parsed = metadata.parse(bundle.read_metadata())
-        placements = metadata.place_files(parsed.files, bundle.data_members)
-        _check_sizes(bundle, placements)
+        table = bundle.table
+        others = metadata.load(bundle.metadata_reader(), table, bundle.read_metadata)
+        table.place()
+        count, size = table.file_count, table.total_size()
         progress.end()
 
-        first_id, final = _validate(job, deps, progress, parsed, placements)
+        first_id, final = _validate(job, deps, progress, count,
+                                    lambda first: FinalMetadata(table, others, first, job.job_id))
 
-        progress.begin(Step.INGEST_FILES, total=sum(p.entry.size for p in placements) or 1)
-        sources = [FileSource(label=p.member, size=p.entry.size,
-                              mtime=_mtime_of(p.entry, bundle.members[p.member].mtime),
-                              hashtype=p.entry.hashtype, hashsum=p.entry.hashsum,
-                              opener=lambda m=bundle.members[p.member]: bundle.open(m),
-                              on_bytes=progress.add,
-                              extent=bundle.extent(bundle.members[p.member]),
-                              known_sha1=bundle.known_sha1(bundle.members[p.member]))
-                   for p in placements]
-        store_all(deps.archive, first_id, sources, job.job_id)
-        with rolled_back_on_failure(deps.archive, first_id, lambda: len(sources), job.job_id):
+        progress.begin(Step.INGEST_FILES, total=size or 1)
+        store_all(deps.archive, first_id,
+                  (_member_source(bundle, placed, progress.add) for placed in table.placed()),
+                  job.job_id)
+        with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
             progress.end()
 
-    return _record_and_finish(job, deps, progress, final, first_id, len(placements))
+        return _record_and_finish(job, deps, progress, final, first_id, count, size)
+
+
+def _member_source(bundle: OpenedBundle, placed: PlacedFile,
+                   on_bytes: Callable[[int], None]) -> FileSource:
+    """A bundle member as the archive stores it."""
+    member = placed.member
+    return FileSource(label=member.name, size=placed.size,
+                      mtime=_mtime_of(placed.mtime, member.mtime), hashtype=placed.hashtype,
+                      hashsum=placed.hashsum, opener=lambda: bundle.open(member),
+                      on_bytes=on_bytes, extent=bundle.extent(member),
+                      known_sha1=bundle.known_sha1(member))
 
 
 def move_files(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int]:
@@ -193,7 +201,9 @@ def move_files(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int]:
                   for e in parsed.files]
     progress.end()
 
-    first_id, final = _validate(job, deps, progress, parsed, placements)
+    first_id, final = _validate(
+        job, deps, progress, len(placements),
+        lambda first: metadata.with_ids(parsed.entries, placements, first, job.job_id))
 
     progress.begin(Step.MOVE_FILES, total=len(placements) or 1)
     attempted = 0
@@ -212,13 +222,14 @@ def move_files(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int]:
         raise
     progress.end()
 
-    return _record_and_finish(job, deps, progress, final, first_id, len(placements))
+    return _record_and_finish(job, deps, progress, final, first_id, len(placements),
+                    sum(placement.entry.size for placement in placements))
 
 
 def _held_source(entry: metadata.FileEntry, held: OpenedSource) -> FileSource:
     """A move's file as the archive stores it: its bytes read from the held descriptor."""
     return FileSource(label=entry.source, size=entry.size,
-                      mtime=_mtime_of(entry, held.stat.st_mtime), hashtype=entry.hashtype,
+                      mtime=_mtime_of(entry.mtime, held.stat.st_mtime), hashtype=entry.hashtype,
                       hashsum=entry.hashsum, opener=held.reader, extent=Extent(held.fd, 0))
 
 
@@ -227,12 +238,10 @@ def _clip(subdir: str) -> str:
     return "/".join(parts[1:] if parts[:1] == [protocol.DATA_ROOT] else parts)
 
 
-def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: list,
-                       first_id: int, count: int) -> tuple[int, int]:
+def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: Iterable[dict],
+                       first_id: int, count: int, size: int) -> tuple[int, int]:
     """Record the metadata and the receipt; if anything fails, take the job's files back out
     of the archive.  Returns the files and bytes the job stored."""
-    size = sum(int(entry.get("size") or 0) for entry in final
-               if entry.get("destinationTable") == protocol.FILES_TABLE)
     with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
         progress.begin(Step.INGEST_METADATA)
         deps.sink.publish(job.job_id, job.user, final)
@@ -247,7 +256,7 @@ def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: list,
     return count, size
 
 
-def store_all(archive: ArchiveBackend, first_id: int, sources: list[FileSource],
+def store_all(archive: ArchiveBackend, first_id: int, sources: Iterable[FileSource],
               job_id: int) -> None:
     """Store every file, then make them durable; on any failure remove what this job stored."""
     fanout = StoreFanout(archive, first_id)

@@ -12,6 +12,7 @@ import base64
 import datetime
 import hashlib
 import json
+from typing import Iterable
 
 import peewee
 from cryptography.exceptions import InvalidSignature
@@ -92,34 +93,56 @@ def canonical(document: dict) -> bytes:
                       ensure_ascii=False).encode("utf-8")
 
 
-def build(job, final: list, completed: datetime.datetime) -> dict:
-    """The receipt document of a job from the metadata list it recorded (``final``)."""
-    files = []
+def document_bytes(job, final: Iterable[dict], completed: datetime.datetime) -> bytearray:
+    """The canonical bytes (see ``canonical``) of a job's receipt document, from the metadata
+    list it recorded (``final``, its Files entries in archive-id order, as both pipelines
+    give them).  Written a file at a time: no object per file is kept, only the bytes."""
+    files, manifests = bytearray(), {}
+    count = total = 0
+    last_id = None
     for entry in final:
-        if isinstance(entry, dict) and entry.get("destinationTable") == protocol.FILES_TABLE:
-            subdir = str(entry.get("subdir") or "").strip("/")
-            path = f"{subdir}/{entry['name']}" if subdir else str(entry["name"])
-            files.append({"path": path, "size": int(entry["size"]),
-                          "hashtype": str(entry["hashtype"]).lower(),
-                          "hashsum": str(entry["hashsum"]).lower(), "archive_id": entry["_id"]})
-    files.sort(key=lambda item: item["archive_id"])
-    manifests: dict[str, str] = {}
-    for item in files:
-        line = f"{item['hashsum']}  {protocol.DATA_ROOT}/{item['path']}\n"
-        manifests[item["hashtype"]] = manifests.get(item["hashtype"], "") + line
-    return {
-        "schema": SCHEMA,
-        "job_id": job.job_id,
-        "transaction_id": job.job_id,
-        "kind": job.kind,
-        "user": job.user,
-        "created": _stamp(job.created),
-        "completed": _stamp(completed),
-        "file_count": len(files),
-        "total_bytes": sum(item["size"] for item in files),
-        "files": files,
-        "manifests": {f"manifest-{alg}.txt": text for alg, text in sorted(manifests.items())},
-    }
+        if not (isinstance(entry, dict) and entry.get("destinationTable") == protocol.FILES_TABLE):
+            continue
+        subdir = str(entry.get("subdir") or "").strip("/")
+        path = f"{subdir}/{entry['name']}" if subdir else str(entry["name"])
+        item = {"path": path, "size": int(entry["size"]),
+                "hashtype": str(entry["hashtype"]).lower(),
+                "hashsum": str(entry["hashsum"]).lower(), "archive_id": entry["_id"]}
+        if last_id is not None and item["archive_id"] <= last_id:
+            raise ValueError("a receipt lists files in archive-id order")
+        last_id = item["archive_id"]
+        files += (b"," if count else b"") + canonical(item)
+        manifest = manifests.setdefault(item["hashtype"], bytearray())
+        manifest += _json(f"{item['hashsum']}  {protocol.DATA_ROOT}/{path}\n")[1:-1]
+        count += 1
+        total += item["size"]
+    head = {"schema": SCHEMA, "job_id": job.job_id, "transaction_id": job.job_id,
+            "kind": job.kind, "user": job.user, "created": _stamp(job.created),
+            "completed": _stamp(completed), "file_count": count, "total_bytes": total}
+    head["files"] = head["manifests"] = None  # placeholders, for the order of the keys
+    document = bytearray(b"{")
+    for number, key in enumerate(sorted(head)):
+        document += (b"," if number else b"") + _json(key) + b":"
+        if key == "files":  # each part is copied once, and let go of before the next
+            document += b"["
+            document += files
+            files = bytearray()
+            document += b"]"
+        elif key == "manifests":
+            document += b"{"
+            for position, alg in enumerate(sorted(manifests)):
+                document += (b"," if position else b"") + _json(f"manifest-{alg}.txt") + b':"'
+                document += manifests.pop(alg)
+                document += b'"'
+            document += b"}"
+        else:
+            document += _json(head[key])
+    document += b"}"
+    return document
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
 def _stamp(value) -> str:
@@ -128,24 +151,25 @@ def _stamp(value) -> str:
     return str(value)
 
 
-def sign(document: dict, key: SigningKey) -> dict:
-    """The envelope: the document, its signature and the key that made it."""
+def sign(document: bytearray, key: SigningKey) -> str:
+    """The envelope, as JSON text: the document (its canonical bytes), its signature and the
+    key that made it.  ``document`` becomes the envelope in place (a big one is not copied
+    twice)."""
     private = serialization.load_pem_private_key(key.private_pem.encode("ascii"), None)
-    signature = private.sign(canonical(document))
-    return {"receipt": document, "signature": base64.b64encode(signature).decode("ascii"),
-            "algorithm": ALGORITHM, "key_id": key.key_id,
-            "sha256": hashlib.sha256(canonical(document)).hexdigest()}
+    signature = base64.b64encode(private.sign(document)).decode("ascii")
+    rest = json.dumps({"signature": signature, "algorithm": ALGORITHM, "key_id": key.key_id,
+                       "sha256": hashlib.sha256(document).hexdigest()})
+    document[0:0] = b'{"receipt": '
+    document += b", " + rest[1:].encode("ascii")
+    return document.decode("utf-8")
 
 
-def record(job, final: list) -> dict:
+def record(job, final: Iterable[dict]) -> None:
     """Sign and keep a completed job's receipt (a redelivered job keeps its first one)."""
-    existing = Receipt.get_or_none(Receipt.job_id == job.job_id)
-    if existing is not None:
-        return json.loads(existing.document)
-    envelope = sign(build(job, final, utcnow()), current_key())
-    retrying(Receipt.insert(job_id=job.job_id, document=json.dumps(envelope))
-             .on_conflict_ignore().execute)
-    return json.loads(Receipt.get_by_id(job.job_id).document)
+    if Receipt.get_or_none(Receipt.job_id == job.job_id) is not None:
+        return
+    envelope = sign(document_bytes(job, final, utcnow()), current_key())
+    retrying(Receipt.insert(job_id=job.job_id, document=envelope).on_conflict_ignore().execute)
 
 
 def of_job(job_id: int) -> dict | None:

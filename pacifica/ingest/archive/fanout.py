@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from . import ArchiveBackend, FileSource
 
@@ -44,6 +44,12 @@ class _Relay:
             self._wrappers[callback] = add
         return self._wrappers[callback]
 
+    def wrapped(self, sources: Iterable[FileSource]) -> Iterator[FileSource]:
+        """The sources with their progress callbacks made thread-safe."""
+        for source in sources:
+            yield replace(source, on_bytes=self.wrap(source.on_bytes)) if source.on_bytes \
+                else source
+
     def flush(self) -> None:
         """Call each callback once with what accumulated."""
         with self._lock:
@@ -52,21 +58,23 @@ class _Relay:
             callback(amount)
 
 
-def batches(sources: list[FileSource]) -> list[tuple[int, int]]:
-    """``(start, stop)`` index ranges: runs of small files, each big file on its own."""
-    ranges, start, size = [], 0, 0
-    for index, source in enumerate(sources):
-        if index > start and (index - start >= BATCH_FILES or size + source.size > BATCH_BYTES):
-            ranges.append((start, index))
-            start, size = index, 0
+def batches(sources: Iterable[FileSource]) -> Iterator[list[FileSource]]:
+    """Runs of consecutive small files, each big file on its own, taken from ``sources``
+    lazily (a bundle's million files are never all in memory)."""
+    batch: list[FileSource] = []
+    size = 0
+    for source in sources:
+        if batch and (len(batch) >= BATCH_FILES or size + source.size > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(source)
         size += source.size
-    if start < len(sources):
-        ranges.append((start, len(sources)))
-    return ranges
+    if batch:
+        yield batch
 
 
 class StoreFanout:
-    """Stores ``sources[i]`` as file id ``first_id + i``; ``submitted`` counts what was started."""
+    """Stores the n-th source as file id ``first_id + n``; ``submitted`` counts what was started."""
 
     def __init__(self, archive: ArchiveBackend, first_id: int):
         self.archive = archive
@@ -74,27 +82,28 @@ class StoreFanout:
         self.width = max(1, int(getattr(archive, "parallel", 1) or 1))
         self.submitted = 0
 
-    def run(self, sources: list[FileSource]) -> None:
-        """Store everything; the first error stops new work, waits for what runs, and is raised."""
-        if self.width == 1 or len(sources) <= 1:
-            for offset, source in enumerate(sources):
-                self.submitted = offset + 1
-                self.archive.store(self.first_id + offset, source)
+    def run(self, sources: Iterable[FileSource]) -> None:
+        """Store everything; the first error stops new work, waits for what runs, and is raised.
+
+        ``sources`` is read as the work goes: at most a few batches are held at once.
+        """
+        if self.width == 1:
+            for source in sources:
+                self.submitted += 1
+                self.archive.store(self.first_id + self.submitted - 1, source)
             return
         relay = _Relay()
-        sources = [replace(s, on_bytes=relay.wrap(s.on_bytes)) if s.on_bytes else s
-                   for s in sources]
-        work = batches(sources)
         with ThreadPoolExecutor(self.width, thread_name_prefix="archive-store") as pool:
             pending: dict[Future, int] = {}
             try:
-                for start, stop in work:
-                    size = sum(source.size for source in sources[start:stop])
+                for batch in batches(relay.wrapped(sources)):
+                    size = sum(source.size for source in batch)
                     while pending and (len(pending) >= self.width * QUEUED_PER_THREAD
                                        or sum(pending.values()) + size > BYTES_IN_FLIGHT):
                         pending = self._reap(pending, relay)
-                    pending[pool.submit(self._store_range, sources, start, stop)] = size
-                    self.submitted = stop
+                    pending[pool.submit(self._store_batch, self.first_id + self.submitted,
+                                        batch)] = size
+                    self.submitted += len(batch)
                 while pending:
                     pending = self._reap(pending, relay)
             except BaseException:
@@ -112,6 +121,6 @@ class StoreFanout:
             future.result()
         return {future: size for future, size in pending.items() if future not in done}
 
-    def _store_range(self, sources: list[FileSource], start: int, stop: int) -> None:
-        for index in range(start, stop):
-            self.archive.store(self.first_id + index, sources[index])
+    def _store_batch(self, first_id: int, batch: list[FileSource]) -> None:
+        for offset, source in enumerate(batch):
+            self.archive.store(first_id + offset, source)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import requests
 
@@ -16,14 +16,14 @@ logger = logging.getLogger(__name__)
 class MetadataSink(Protocol):
     """Records a transaction's metadata."""
 
-    def publish(self, job_id: int, user: str, metadata: list) -> None:
+    def publish(self, job_id: int, user: str, metadata: Iterable[dict]) -> None:
         """Record it once; raise MetadataSinkError if refused."""
 
 
 class LocalMetadataSink:
     """The embedded catalog tables (see ``catalog``)."""
 
-    def publish(self, job_id: int, user: str, metadata: list) -> None:
+    def publish(self, job_id: int, user: str, metadata: Iterable[dict]) -> None:
         """Insert once per job; a redelivered task finds it already there."""
         catalog.record(job_id, user, metadata)
 
@@ -35,7 +35,7 @@ class MetadataClient:
         self.url = url
         self.session = session
 
-    def publish(self, job_id: int, user: str, metadata: list) -> None:
+    def publish(self, job_id: int, user: str, metadata: Iterable[dict]) -> None:
         """Accept on {"status": "success"}; otherwise fail with the service's own message.
 
         Metadata inserts a transaction atomically and refuses a second one with the same id
@@ -43,6 +43,7 @@ class MetadataClient:
         transaction already holds exactly our file ids, an earlier try of this very job
         got through (a lost answer, a redelivered task) and the job is recorded.
         """
+        metadata = list(metadata)  # one JSON document for the service
         reply = call_service("Metadata", self.url, self.session.put, json=metadata)
         if says_success(reply):
             return

@@ -1,7 +1,7 @@
 """The policy check: built-in rules, or the Pacifica Policy service."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import requests
 
@@ -12,7 +12,7 @@ from ..http import call_service, reply_message, says_success
 class PolicyCheck(Protocol):
     """Says whether a user may ingest this metadata."""
 
-    def check(self, metadata: list, user: str) -> None:
+    def check(self, metadata: Iterable[dict], user: str) -> None:
         """Return if allowed; raise PolicyRejected with the reason if not."""
 
 
@@ -23,7 +23,7 @@ class LocalPolicy:
     def __init__(self, required_fields: tuple[str, ...] = ()):
         self.required_fields = required_fields
 
-    def check(self, metadata: list, user: str) -> None:
+    def check(self, metadata: Iterable[dict], user: str) -> None:
         """Reject a transaction that lacks a required Transactions.<field> (or leaves it empty)."""
         present = {str(e["destinationTable"]).split(".", 1)[-1] for e in metadata
                    if str(e.get("destinationTable", "")).startswith("Transactions.")
@@ -45,8 +45,9 @@ class PolicyClient:
         self.session = session
         self.auth_header = auth_header
 
-    def check(self, metadata: list, user: str) -> None:
+    def check(self, metadata: Iterable[dict], user: str) -> None:
         """Accept on {"status": "success"}; reject with the service's own message."""
+        metadata = list(metadata)  # one JSON document for the service
         reply = call_service("Policy", self.url, self.session.post, json=metadata,
                              headers={self.auth_header: user})
         if says_success(reply):

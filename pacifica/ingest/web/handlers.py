@@ -7,6 +7,7 @@ import json
 import cherrypy
 
 from .. import catalog, idempotency, jobs
+from ..errors import IngestError
 from ..protocol import CALLBACK_URL, IDEMPOTENCY_KEY
 from . import pages
 from .errors import json_errors, parse_job_id
@@ -146,14 +147,36 @@ class Move(IntakeHandler):
             return self.replayed(replay)
 
 
+FILES_PAGE = 1000  # files in one get_files answer unless ?limit= says otherwise
+MAX_FILES_PAGE = 10000
+
+
+def page_bound(value, name: str, default: int, most: int | None = None) -> int:
+    """A whole-number ``offset``/``limit`` query parameter; IngestError (400) if it is not one."""
+    if value is None:
+        return default
+    text = str(value).strip()
+    if not text.isdigit() or len(text) > 18:
+        raise IngestError(f"{name} must be a whole number (0 or more), got {str(value)[:40]!r}")
+    number = int(text)
+    if most is not None and not 1 <= number <= most:
+        raise IngestError(f"{name} must be between 1 and {most}, got {number}")
+    return number
+
+
 class JobFiles(Authenticated):
-    """``GET /get_files?job_id=N``: what a job put in the embedded catalog."""
+    """``GET /get_files?job_id=N[&offset=&limit=]``: what a job put in the embedded catalog."""
 
     @cherrypy.tools.json_out()
     @json_errors
-    def GET(self, *, job_id=None, **_params):  # pylint: disable=invalid-name
-        """The job's state, transaction and files with their archive ids (owner or admin)."""
+    def GET(self, *, job_id=None, offset=None, limit=None,  # pylint: disable=invalid-name
+            **_params):
+        """The job's state, transaction and one page of its files with their archive ids
+        (owner or admin); ``total`` counts them all."""
         number = parse_job_id(job_id)
+        start = page_bound(offset, "offset", 0)
+        count = page_bound(limit, "limit", FILES_PAGE, MAX_FILES_PAGE)
         job = jobs.get(number, self.identity().may_see)
         return {"job": job.as_dict(), "transaction": catalog.transaction_of(number),
-                "files": catalog.files_of(number)}
+                "files": catalog.files_of(number, start, count), "offset": start,
+                "limit": count, "total": catalog.file_count(number)}

@@ -20,10 +20,20 @@ from .identity import Authenticated
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 LIST_LIMIT = 200
+PAGE_FILES = 1000  # a job page lists this many files; the rest via GET /get_files pages
 
 
 def _e(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def _more_files(job_id: int, more: int) -> str:
+    """Where to find the files a job page does not list."""
+    if more <= 0:
+        return ""
+    return (f'<p class="more">… and {more} more: <a href="/get_files?job_id={job_id}&amp;'
+            f'offset={PAGE_FILES}&amp;limit=10000">GET /get_files?job_id={job_id}'
+            f'&amp;offset={PAGE_FILES}</a> and on.</p>')
 
 
 def _size(count) -> str:
@@ -134,7 +144,8 @@ class JobPages(Authenticated):
             f'<td>{_e(step["ended"] or "–")}</td>'
             f'<td>{_took(step["seconds"])}</td></tr>'
             for step in timeline.of_job(job_id))
-        files = catalog.files_of(job_id)
+        files = catalog.files_of(job_id, 0, PAGE_FILES)
+        more = catalog.file_count(job_id) - len(files) if len(files) == PAGE_FILES else 0
         file_rows = "".join(
             f'<tr><td>{_e((entry["subdir"] + "/" if entry["subdir"] else "") + entry["name"])}'
             f'</td><td>{_size(entry["size"])}</td><td>{_e(entry["hashtype"])}</td>'
@@ -154,7 +165,7 @@ class JobPages(Authenticated):
 <h2>Files</h2>{('<table class="files"><thead><tr><th scope="col">Name</th><th scope="col">Size'
  '</th><th scope="col">Hash type</th><th scope="col">Verified hash</th><th scope="col">'
  'Archive id</th></tr></thead><tbody>' + file_rows + '</tbody></table>') if files
- else '<p>No files recorded (yet).</p>'}"""
+ else '<p>No files recorded (yet).</p>'}{_more_files(job_id, more)}"""
         return page(f"Job {job_id}", body, identity.user)
 
 
