@@ -82,7 +82,7 @@ def record(job_id: int, user: str, entries: Iterable[dict]) -> bool:
             return False
         others, rows = [], []
         for entry in entries:
-            if entry.get("destinationTable") != protocol.FILES_TABLE:
+            if entry.get(protocol.DESTINATION) != protocol.FILES_TABLE:
                 others.append(entry)
                 continue
             rows.append(_file_row(job_id, entry, problems))
@@ -92,8 +92,8 @@ def record(job_id: int, user: str, entries: Iterable[dict]) -> bool:
                 rows = []
         transaction = _transaction_row(job_id, user, others)
         pairs = [{"job_id": job_id, "key": str(e["key"]), "value": _text(e.get("value")) or ""}
-                 for e in others if e.get("destinationTable") == "TransactionKeyValue"]
-        _check(Transaction, transaction, lambda name: f"Transactions.{name}", problems)
+                 for e in others if e.get(protocol.DESTINATION) == protocol.KEY_VALUE_TABLE]
+        _check(Transaction, transaction, lambda name: protocol.TRANSACTION + name, problems)
         for pair in pairs:
             _check(TransactionKeyValue, pair,
                    lambda name, key=_short(pair["key"]): f"TransactionKeyValue.{name} of {key!r}",
@@ -108,8 +108,9 @@ def record(job_id: int, user: str, entries: Iterable[dict]) -> bool:
 
 def _transaction_row(job_id: int, user: str, others: list[dict]) -> dict:
     """The transaction row from the entries that are not files (they are kept in it whole)."""
-    fields = {e["destinationTable"].split(".", 1)[1]: e.get("value") for e in others
-              if e.get("destinationTable", "").startswith("Transactions.")}
+    fields = {e[protocol.DESTINATION][len(protocol.TRANSACTION):]: e.get("value")
+              for e in others
+              if str(e.get(protocol.DESTINATION, "")).startswith(protocol.TRANSACTION)}
     return {"job_id": job_id, "submitter": _text(fields.get("submitter")),
             "project": _text(fields.get("project")),
             "instrument": _text(fields.get("instrument")), "user": user,

@@ -15,7 +15,9 @@ import ijson
 
 from .checksum import digest_size_of
 from .errors import MetadataError, Problems
-from .protocol import DATA_ROOT, FILES_TABLE
+from .protocol import DATA_ROOT, DESTINATION, FILES_TABLE, KEY_VALUE_TABLE, TRANSACTION
+
+TRANSACTION_ID = TRANSACTION + "_id"  # the transaction id this service adds
 
 REQUIRED_FILE_KEYS = ("name", "subdir", "size", "hashtype", "hashsum")
 MAX_JSON_DEPTH = 64
@@ -120,15 +122,15 @@ def check_entry(index: int, entry, require_source: bool, problems: Problems) -> 
     if not isinstance(entry, dict):
         problems.append(f"{where}: is a {type(entry).__name__}, not an object")
         return None
-    table = entry.get("destinationTable")
+    table = entry.get(DESTINATION)
     if not isinstance(table, str) or not table:
         problems.append(f"{where}: has no destinationTable")
     elif table == FILES_TABLE:
         return _file_entry(index, entry, require_source, problems)
-    elif table == "TransactionKeyValue":
+    elif table == KEY_VALUE_TABLE:
         if not isinstance(entry.get("key"), str) or "value" not in entry:
             problems.append(f"{where}: TransactionKeyValue needs a string 'key' and a 'value'")
-    elif table.startswith("Transactions.") and "value" not in entry:
+    elif table.startswith(TRANSACTION) and "value" not in entry:
         problems.append(f"{where}: {table} has no 'value'")
     return None
 
@@ -233,10 +235,10 @@ def sent_on(entries: Iterable, job_id: int) -> Iterator:
     """The entries without an uploader's own ``Transactions._id``, then the job's: the job id
     is the transaction id."""
     for entry in entries:
-        if isinstance(entry, dict) and entry.get("destinationTable") == "Transactions._id":
+        if isinstance(entry, dict) and entry.get(DESTINATION) == TRANSACTION_ID:
             continue
         yield entry
-    yield {"destinationTable": "Transactions._id", "value": job_id}
+    yield {DESTINATION: TRANSACTION_ID, "value": job_id}
 
 
 class _Unstreamable(Exception):
@@ -317,7 +319,7 @@ def load(reader: BinaryIO, table, read_whole: Callable[[], bytes]) -> list[tuple
             if parsed is not None:
                 if not problems:
                     table.add_file(parsed, candidates(parsed), entry)
-            elif isinstance(entry, dict) and entry.get("destinationTable") != FILES_TABLE:
+            elif isinstance(entry, dict) and entry.get(DESTINATION) != FILES_TABLE:
                 others.append((index, entry))
     except (_Unstreamable, ijson.JSONError, UnicodeDecodeError) as err:
         parse(read_whole())

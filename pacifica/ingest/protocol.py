@@ -39,7 +39,11 @@ UNDERSCORED_HEADERS = "Ingest-Underscored-Headers"  # set by our servers (web/he
 # A bundle: a tar of files under ``data/`` and ``metadata.txt`` at its top.
 DATA_ROOT = "data"
 METADATA_NAME = "metadata.txt"
-FILES_TABLE = "Files"  # metadata.txt's destinationTable of a file entry
+# metadata.txt: a JSON list of entries, each naming where it goes.
+DESTINATION = "destinationTable"
+FILES_TABLE = "Files"  # a file entry
+KEY_VALUE_TABLE = "TransactionKeyValue"  # a key/value pair of the transaction
+TRANSACTION = "Transactions."  # + a field name (submitter, project, instrument, _id ...)
 
 # The job state object's ``state``.
 OK = "OK"

@@ -101,7 +101,7 @@ def document_bytes(job, final: Iterable[dict], completed: datetime.datetime) -> 
     count = total = 0
     last_id = None
     for entry in final:
-        if not (isinstance(entry, dict) and entry.get("destinationTable") == protocol.FILES_TABLE):
+        if not (isinstance(entry, dict) and entry.get(protocol.DESTINATION) == protocol.FILES_TABLE):
             continue
         subdir = str(entry.get("subdir") or "").strip("/")
         path = f"{subdir}/{entry['name']}" if subdir else str(entry["name"])

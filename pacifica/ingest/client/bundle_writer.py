@@ -22,7 +22,8 @@ import tarfile
 from typing import Callable, Iterable
 
 from ..intake.files import unlink_quietly
-from ..protocol import DATA_ROOT, FILES_TABLE, METADATA_NAME
+from ..protocol import (DATA_ROOT, DESTINATION, FILES_TABLE, KEY_VALUE_TABLE, METADATA_NAME,
+                        TRANSACTION)
 
 logger = logging.getLogger(__name__)
 
@@ -123,9 +124,9 @@ def _iso(timestamp: float) -> str:
 
 def transaction_entries(fields: dict, key_values: Iterable[tuple[str, str]]) -> list[dict]:
     """``Transactions.<field>`` and ``TransactionKeyValue`` entries, in the uploaders' shape."""
-    entries = [{"destinationTable": f"Transactions.{name}", "value": value}
+    entries = [{DESTINATION: TRANSACTION + name, "value": value}
                for name, value in fields.items()]
-    entries += [{"destinationTable": "TransactionKeyValue", "key": key, "value": value}
+    entries += [{DESTINATION: KEY_VALUE_TABLE, "key": key, "value": value}
                 for key, value in key_values]
     return entries
 
@@ -146,7 +147,7 @@ def file_entries(files: list[SourceFile], hashsums: list[str], hashtype: str) ->
         if f"{DATA_ROOT}/{subdir}{name}" in members:
             subdir = directory
         entries.append({
-            "destinationTable": FILES_TABLE,
+            DESTINATION: FILES_TABLE,
             "name": name,
             "subdir": subdir,
             "size": source.size,

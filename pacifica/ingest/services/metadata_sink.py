@@ -62,7 +62,7 @@ class MetadataClient:
             return False
         base = base[:-len("/ingest")]
         ours = {e["_id"] for e in metadata if isinstance(e, dict)
-                and e.get("destinationTable") == protocol.FILES_TABLE and "_id" in e}
+                and e.get(protocol.DESTINATION) == protocol.FILES_TABLE and "_id" in e}
         try:
             found = self.session.get(f"{base}/transactions", params={"_id": job_id})
             files = self.session.get(f"{base}/files", params={"transaction_id": job_id})

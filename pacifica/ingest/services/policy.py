@@ -5,6 +5,7 @@ from typing import Iterable, Protocol
 
 import requests
 
+from .. import protocol
 from ..errors import PolicyRejected
 from ..http import call_service, reply_message, says_success
 
@@ -25,15 +26,15 @@ class LocalPolicy:
 
     def check(self, metadata: Iterable[dict], user: str) -> None:
         """Reject a transaction that lacks a required Transactions.<field> (or leaves it empty)."""
-        present = {str(e["destinationTable"]).split(".", 1)[-1] for e in metadata
-                   if str(e.get("destinationTable", "")).startswith("Transactions.")
+        present = {str(e[protocol.DESTINATION])[len(protocol.TRANSACTION):] for e in metadata
+                   if str(e.get(protocol.DESTINATION, "")).startswith(protocol.TRANSACTION)
                    and e.get("value") not in (None, "")}
         missing = [name for name in self.required_fields if name not in present]
         if missing:
             raise PolicyRejected(
                 "policy: the metadata must name " +
-                ", ".join(f"Transactions.{name}" for name in missing) +
-                ' (entries like {"destinationTable": "Transactions.' + missing[0] +
+                ", ".join(protocol.TRANSACTION + name for name in missing) +
+                f' (entries like {{"{protocol.DESTINATION}": "{protocol.TRANSACTION}{missing[0]}'
                 '", "value": ...}; the service requires ' + ", ".join(self.required_fields) + ")")
 
 
