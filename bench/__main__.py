@@ -166,8 +166,8 @@ class Bench:
                 self.ours(f"{report.GUNICORN}{processes}", {}, web_concurrency=processes,
                           get_state=True)
         main = {b: self.paths[b] for b in plan.main if b in self.paths}
-        if "ours-nohash" in plan.systems and main:  # the worker hashes every member itself
-            self.ours("ours-nohash", main, settings={"INGEST_INGEST_HASH_ON_ARRIVAL": "false"})
+        if "ours-hashing" in plan.systems and main:  # the frontend hashes big members
+            self.ours("ours-hashing", main, settings={"INGEST_INGEST_HASH_ON_ARRIVAL": "true"})
         if "ours-mariadb" in plan.systems and main:
             self.ours("ours-mariadb", main, database="mariadb")
         wanted = ("ours-pacifica" in plan.systems and main) or ("original" in plan.systems and (
@@ -234,8 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(PARTS),
                         help="parts: big, mid, many (bundles), floor, state, curves")
     parser.add_argument("--systems", default=",".join(report.SYSTEMS),
-                        help="ours-local (and its gunicorn shape for state), ours-nohash (the "
-                             "same with hash_on_arrival off), ours-mariadb (the "
+                        help="ours-local (and its gunicorn shape for state), ours-hashing (the "
+                             "same with hash_on_arrival on), ours-mariadb (the "
                              "same on MariaDB), ours-pacifica "
                              "(real Archive Interface + UniqueID), "
                              "original (pacifica-ingest 0.4.1)")

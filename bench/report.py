@@ -7,7 +7,7 @@ from . import floor as floors_
 from .bundles import CURVES, SHAPES
 
 SYSTEMS = {"ours-local": "ours, local archive",
-           "ours-nohash": "ours, local archive, hash_on_arrival off",
+           "ours-hashing": "ours, local archive, hash_on_arrival on",
            "ours-mariadb": "ours, local archive, MariaDB",
            "ours-pacifica": "ours, Archive Interface", "original": "original 0.4.1"}
 GUNICORN = "ours-gunicorn-"  # + WEB_CONCURRENCY: the frontend as Dockerfile.frontend runs it

@@ -10,7 +10,9 @@ import tarfile
 
 import pytest
 
+from pacifica.ingest.config import load
 from pacifica.ingest.intake import member_digests
+from pacifica.ingest.intake.staging import Staging
 from pacifica.ingest.archive import FileSource
 from pacifica.ingest.archive.local import LocalArchive
 from pacifica.ingest.bundle import OpenedBundle
@@ -162,7 +164,7 @@ def test_digests_are_removed_with_the_bundle(tmp_path):
 
 @pytest.mark.e2e
 def test_the_frontend_hashes_big_members_and_the_worker_stores_them(make_stack):
-    stack = make_stack(workers=0)
+    stack = make_stack(workers=0, extra_env={"INGEST_INGEST_HASH_ON_ARRIVAL": "true"})
     stack.admin("dbsync")
     stack.start_frontend()
     data = os.urandom(member_digests.MIN_MEMBER_SIZE + 12345)
@@ -176,3 +178,12 @@ def test_the_frontend_hashes_big_members_and_the_worker_stores_them(make_stack):
     assert stack.wait(job_id)["state"] == "OK"
     assert stack.archived(job_id) == {"big.bin": data, "small.txt": b"small"}
     assert not os.path.exists(bundle) and not os.path.exists(member_digests.digests_path(bundle))
+
+
+def test_hash_on_arrival_is_off_by_default_and_never_for_an_archive_interface(tmp_path):
+    home = {"INGEST_HOME": str(tmp_path)}
+    assert not Staging.from_settings(load(None, home)).digest_members
+    on = dict(home, INGEST_INGEST_HASH_ON_ARRIVAL="true")
+    assert Staging.from_settings(load(None, on)).digest_members
+    remote = dict(on, ARCHIVEINTERFACE_URL="http://127.0.0.1:8080")
+    assert not Staging.from_settings(load(None, remote)).digest_members

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, dict[str, tuple[str, str | None]]] = {
         "upload_rate_window": ("60", None),
         "max_uploads": ("16", None),
         "max_uploads_per_user": ("4", None),
-        "hash_on_arrival": ("true", None),
+        "hash_on_arrival": ("false", None),
     },
     "auth": {
         "trusted_proxies": ("127.0.0.1, ::1", None),
