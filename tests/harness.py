@@ -214,9 +214,16 @@ class Stack:
 
     def upload(self, body: bytes, path: str = "/upload", headers: dict | None = None) -> dict:
         """POST a bundle; return the JSON answer (asserting 200)."""
-        reply = self.session.post(self.url + path, data=body, timeout=120,
-                                  headers={"Content-Type": "application/octet-stream",
-                                           **(headers or {})})
+        headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+        try:
+            reply = self.session.post(self.url + path, data=body, timeout=120, headers=headers)
+        except requests.ConnectionError:
+            if not isinstance(body, bytes):
+                raise
+            # A kept-alive connection the server closed as idle just as this request went
+            # out: nothing was answered, so send it again on a new connection.
+            self.session.close()
+            reply = self.session.post(self.url + path, data=body, timeout=120, headers=headers)
         assert reply.status_code == 200, reply.text
         return reply.json()
 

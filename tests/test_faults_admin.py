@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from factories import make_bundle
 from faults import admin_jobs, wait_until
@@ -13,9 +12,10 @@ def test_list_fail_and_requeue_a_stuck_job(make_stack):
     stack = make_stack(workers=0).start()  # nobody takes the job: it is stuck in the queue
     files = {"stuck/a.txt": b"stuck"}
     job_id = stack.upload(make_bundle(files))["job_id"]
-    time.sleep(1.5)  # let it age past --older-than 1
-
-    listed = admin_jobs(stack, "--stale", "--older-than", "1")
+    # it ages past --older-than 1 a second after it was queued (under load, a while after
+    # the upload's answer)
+    listed = wait_until(lambda: admin_jobs(stack, "--stale", "--older-than", "1"), 60,
+                        "the queued job to be listed as stale", interval=0.5)
     assert [(j["job_id"], j["stale"], j["queue_state"]) for j in listed] == [(job_id, True,
                                                                               "queued")]
     assert admin_jobs(stack, "--state", "FAILED") == []
