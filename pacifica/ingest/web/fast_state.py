@@ -75,16 +75,15 @@ class FastJobState:
         """The line CherryPy's access log writes for any other request, on the same logger."""
         target = environ.get("REQUEST_URI") or environ.get("RAW_URI") or (
             PATH + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""))
-        atoms = {"h": environ.get("REMOTE_ADDR") or "-", "l": "-", "u": "-", "t": self.log.time(),
-                 "r": f"{environ.get('REQUEST_METHOD')} {target[:300]} "
-                      f"{environ.get('SERVER_PROTOCOL', 'HTTP/1.1')}",
-                 "s": status, "b": length, "f": environ.get("HTTP_REFERER", ""),
-                 "a": environ.get("HTTP_USER_AGENT", ""), "o": environ.get("HTTP_HOST", "-"),
-                 "i": "-", "z": "-"}
-        atoms = {key: logsetup.escape(str(value)).replace('"', '\\"')
-                 for key, value in atoms.items()}
-        self.log.access_log.info(self.log.access_log_format.format(**atoms),
-                                 extra={"job_id": job_id})
+        sent = {"h": environ.get("REMOTE_ADDR") or "-",  # what the client chose: escaped
+                "r": f"{environ.get('REQUEST_METHOD')} {target[:300]} "
+                     f"{environ.get('SERVER_PROTOCOL', 'HTTP/1.1')}",
+                "f": environ.get("HTTP_REFERER", ""), "a": environ.get("HTTP_USER_AGENT", ""),
+                "o": environ.get("HTTP_HOST", "-")}
+        atoms = {key: logsetup.escape(value).replace('"', '\\"') for key, value in sent.items()}
+        self.log.access_log.info(self.log.access_log_format.format(
+            l="-", u="-", t=self.log.time(), s=status, b=length, i="-", z="-", **atoms),
+            extra={"job_id": job_id})
 
     @staticmethod
     def _job_id(environ) -> int:
