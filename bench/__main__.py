@@ -165,6 +165,7 @@ class Bench:
             for processes in plan.web_concurrency:
                 self.ours(f"{report.GUNICORN}{processes}", {}, web_concurrency=processes,
                           get_state=True)
+                state.ceiling(processes, self.workdir, self.load_seconds, self.recorder.add)
         main = {b: self.paths[b] for b in plan.main if b in self.paths}
         if "ours-hashing" in plan.systems and main:  # the frontend hashes big members
             self.ours("ours-hashing", main, settings={"INGEST_INGEST_HASH_ON_ARRIVAL": "true"})

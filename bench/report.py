@@ -11,6 +11,7 @@ SYSTEMS = {"ours-local": "ours, local archive",
            "ours-mariadb": "ours, local archive, MariaDB",
            "ours-pacifica": "ours, Archive Interface", "original": "original 0.4.1"}
 GUNICORN = "ours-gunicorn-"  # + WEB_CONCURRENCY: the frontend as Dockerfile.frontend runs it
+CEILING = "ceiling-gunicorn-"  # + WEB_CONCURRENCY: bench/state.py's server-alone run
 FLOOR_PARTS = ("cp_s", "sync_s", "tar_s", "sha1sum_s", "syncfs_s", "settle_s", "floor_s")
 
 
@@ -29,6 +30,9 @@ def load_label(system: str) -> str:
     """How a get_state row names the frontend it measured."""
     if system.startswith(GUNICORN):
         return f"ours, gunicorn as the image runs it, WEB_CONCURRENCY={system[len(GUNICORN):]}"
+    if system.startswith(CEILING):
+        return (f"gunicorn alone (same settings, a constant answer), "
+                f"WEB_CONCURRENCY={system[len(CEILING):]}")
     if system == "ours-local":
         return "ours, one CherryPy process"
     return SYSTEMS.get(system, system)
@@ -153,7 +157,8 @@ def _load_table(load: dict) -> list[str]:
                  "req/s × original (idle / streaming) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     systems = sorted({system for system, _ in load},
-                     key=lambda s: (s == "original", s.startswith(GUNICORN), s))
+                     key=lambda s: (s == "original", s.startswith(CEILING),
+                                    s.startswith(GUNICORN), s))
     for system in systems:
         idle, busy = load.get((system, False), {}), load.get((system, True), {})
         ratios = [_ratio(row.get("rps"), load.get(("original", streaming), {}).get("rps"))

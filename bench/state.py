@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 from . import load
 from .client import Client, finished
 from .floor import settle
 from .measure import SlowUpload
+from .report import CEILING
+from .services import Processes, free_port
 
 logger = logging.getLogger(__name__)
 CONNECTIONS = 32
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def measure(system: str, url: str, job_id: int, stream_bundle: str, seconds: int,
@@ -58,3 +62,27 @@ def _finish(url: str, upload: SlowUpload) -> None:
         logger.warning("the streaming upload's job did not end in 900 s")
     finally:
         client.close()
+
+
+def ceiling(processes: int, workdir: str, seconds: int, add) -> None:
+    """wrk, idle, on gunicorn started with the frontend's settings (docker/gunicorn.conf.py)
+    but serving a constant answer (bench/constant_app.py): what the server alone costs."""
+    port = free_port()
+    procs = Processes(os.path.join(workdir, f"{CEILING}{processes}"))
+    env = dict(os.environ, WEB_CONCURRENCY=str(processes), INGEST_BIND=f"127.0.0.1:{port}",
+               INGEST_HOME=procs.workdir, PYTHONPATH=ROOT)
+    procs.spawn("gunicorn", [sys.executable, "-m", "gunicorn", "--config",
+                             os.path.join(ROOT, "docker", "gunicorn.conf.py"),
+                             "bench.constant_app:application"], env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_http("gunicorn", url + "/")
+        settle()
+        figures = load.run(url + "/get_state?job_id=1", connections=CONNECTIONS, seconds=seconds)
+        add({"kind": "load", "system": f"{CEILING}{processes}", "seconds": seconds,
+             "connections": CONNECTIONS, "streaming": False, "stream_bytes": 0,
+             "stream_mb_s": 0, **figures})
+        logger.info("%-15s constant : %.0f req/s, p50 %.2f ms, p99 %.2f ms",
+                    f"{CEILING}{processes}", figures["rps"], figures["p50_ms"], figures["p99_ms"])
+    finally:
+        procs.stop()
