@@ -11,6 +11,7 @@ import os
 import tarfile
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from factories import TRANSACTION, file_entry, make_bundle, pax_header, pax_reco
 from pacifica.ingest import metadata
 from pacifica.ingest.bundle import BundleLimits, OpenedBundle, scan
 from pacifica.ingest.errors import BundleError, IngestError, MetadataError
+from pacifica.ingest.tarheaders import plain_headers
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -259,3 +261,115 @@ def test_any_pax_record_is_a_sane_member_or_a_bundle_error(files, records, kind,
     raw = b"".join(pax_record(key, value) for key, value in records)
     body = pax_header(raw + junk, kind) + make_bundle(files, tar_format=tarfile.USTAR_FORMAT)
     _assert_sane_or_refused(body)
+
+
+# -- the one pass over plain headers reads a bundle as the pre-scan and tarfile do ---------
+
+plain_fields = {  # header field -> values: plain ones, and ones only tarfile reads
+    (124, 136): st.integers(0, 5000).map(lambda n: b"%011o\0" % n)
+    | st.sampled_from([b" 1750 \0      ", b"00000001750 ", b"\0" * 12, b" " * 12,
+                       b"0000000175\0x", b"0o1750\0\0\0\0\0\0", b"-1750\0\0\0\0\0\0\0",
+                       b"\x80" + bytes(10) + b"\x10", b"\xff" * 12, b"\t1750\0\0\0\0\0\0\0",
+                       b"99999999999\0", b"1_750\0\0\0\0\0\0\0", b"77777777777\0",
+                       b"00000100000\0"]),
+    (136, 148): st.sampled_from([b"13026115601\0", b" 13026115601", b"\0" * 12, b"+1\0" + bytes(9),
+                                 b"\x80" + bytes(11), b"777777777777", b"1e3\0" + bytes(8)]),
+    (100, 108): st.sampled_from([b"0000644\0", b"   644 \0", b"\0" * 8, b"0000648\0", b"\x1f644\0\0\0\0"]),
+    (329, 337): st.sampled_from([b"\0" * 8, b"0000000\0", b"xyz\0\0\0\0\0"]),
+    (156, 157): st.sampled_from([b"0", b"\0", b"5", b"7", b"1", b"2", b"x", b"L", b"x", b"S"]),
+    (0, 100): st.sampled_from([b"data/a\0", b"data/b/", b"dir/\0", b"/abs", b"data/../x",
+                               b"data/\xff\xfe", b"metadata.txt", b"data/a", b"", b"./data//a",
+                               b"data/" + b"n" * 95]),
+    (345, 500): st.sampled_from([b"\0", b"data\0", b"data/", b"../x\0", b"pre\xe9\0", b"/"]),
+    (257, 265): st.sampled_from([b"ustar\x0000", b"ustar  \0", b"\0" * 8, b"garbage!"]),
+    (148, 156): st.sampled_from(["signed", "spaced", b"0000000\0", b"\x80" + bytes(7)]),
+}
+
+
+def _checksum_field(block: bytes, how) -> bytes:
+    """A checksum field as a writer may put it: right but signed or space-padded, or wrong."""
+    if how == "signed":
+        block = bytearray(block)
+        block[148:156] = b" " * 8
+        return b"%06o\0 " % (sum(byte - 256 if byte > 127 else byte for byte in block) % 8**6)
+    if how == "spaced":
+        return b"%7o\0" % int(_checksum(block)[:6], 8)
+    return how
+
+
+def _scan_both_ways(path: str, max_members: int) -> list:
+    """What ``scan`` makes of ``path`` in one pass and through tarfile."""
+    outcomes = []
+    for one_pass in (True, False):
+        try:
+            members, metadata_member = scan(path, BundleLimits(max_members=max_members),
+                                           one_pass=one_pass)
+            outcomes.append((dict(members.items()), metadata_member))
+            members.table.close()
+        except IngestError as err:
+            outcomes.append(str(err))
+    return outcomes
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(file_names, st.binary(max_size=1500), min_size=1, max_size=3),
+       st.lists(st.sets(st.sampled_from(sorted(plain_fields)), max_size=5), max_size=3),
+       st.sampled_from([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT]), st.data())
+def test_one_pass_and_tarfile_read_every_bundle_alike(files, changes, tar_format, data):
+    body = bytearray(make_bundle(files, tar_format=tar_format))
+    offsets = _header_offsets(bytes(body))
+    for fields in changes:  # several fields of one header at a time
+        offset = data.draw(st.sampled_from(offsets))
+        for start, end in sorted(fields):  # the checksum last
+            if (start, end) != (148, 156):
+                value = data.draw(plain_fields[start, end])[:end - start]
+                body[offset + start:offset + end] = value + bytes(end - start - len(value))
+        block = body[offset:offset + 512]
+        body[offset + 148:offset + 156] = _checksum(block)
+        if (148, 156) in fields:
+            body[offset + 148:offset + 156] = _checksum_field(
+                bytes(body[offset:offset + 512]), data.draw(plain_fields[148, 156]))
+    cut = data.draw(st.sampled_from([len(body), len(body) - 512, len(body) - 1024, 600]))
+    with tempfile.TemporaryDirectory() as folder:
+        one_pass, through_tarfile = _scan_both_ways(_write(bytes(body[:cut]), folder), 3)
+    assert one_pass == through_tarfile
+
+
+def _plain_block(name: bytes, kind: bytes, size: bytes, prefix: bytes = b"") -> bytes:
+    block = bytearray(512)
+    block[0:len(name)], block[156:157], block[124:136] = name, kind, size
+    block[100:108], block[136:148], block[257:265] = b"0000644\0", b"13026115601\0", b"ustar\x0000"
+    block[345:345 + len(prefix)] = prefix
+    block[148:156] = _checksum(bytes(block))
+    return bytes(block)
+
+
+GOOD_TAIL = make_bundle({"a": b"x"}, tar_format=tarfile.USTAR_FORMAT)
+
+
+@pytest.mark.parametrize("head", [
+    _plain_block(b"data/v7/", b"\0", b"00000001000\0"),  # a v7 folder with a size...
+    _plain_block(b"data/v7/", b"\0", b"00000001000\0")  # ... where the pre-scan looks next
+    + _plain_block(b"e", b"0", b"00000001000\0") + _plain_block(b"f", b"0", b"\xff" * 12),
+    _plain_block(b"data/dir", b"5", b"77777777777\0"),  # a folder claiming more than the file
+    _plain_block(b"dir//", b"5", b"\0" * 12, prefix=b"data/"),  # a folder in a ustar prefix
+    _plain_block(b"", b"5", b"\0" * 12, prefix=b"data//"),
+    _plain_block(b"", b"5", b"\0" * 12, prefix=b"../x/"),
+    _plain_block(b"b", b"0", b"\0" * 12, prefix=b"data"),
+    _plain_block(b"c", b"0", b"00000001000\0") + bytes(512),  # a member, its data all zero
+    _plain_block(b"d", b"0", b"\0" * 12) * 4,  # duplicates, and more than max_members
+])
+def test_one_pass_and_tarfile_agree_on_odd_plain_headers(head, tmp_path):
+    one_pass, through_tarfile = _scan_both_ways(_write(head + GOOD_TAIL, str(tmp_path)), 5)
+    assert one_pass == through_tarfile
+
+
+@pytest.mark.parametrize("tar_format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT,
+                                        tarfile.PAX_FORMAT])
+def test_bundles_our_client_writes_take_the_one_pass(tar_format, tmp_path):
+    """ASCII names under 100 bytes, whole-second mtimes: plain headers in every format."""
+    body = make_bundle({"a/b.txt": b"x" * 700, "c.bin": b""}, tar_format=tar_format)
+    path = _write(body, str(tmp_path))
+    headers = list(plain_headers(path, len(body), 10))
+    assert [(name, folder) for name, folder, *_ in headers] == [
+        (name, False) for name in ("data/a/b.txt", "data/c.bin", "metadata.txt")]

@@ -1,7 +1,10 @@
 """A safe reader of tar bundles: only regular files under data/ plus metadata.txt.
 
-Every header is first checked by our own streaming pre-scan (``tarheaders``), then read
-once with ``tarfile`` (pax, GNU long names and all); member
+A tar of plain headers (regular files and folders, no extension headers: what our client
+and most tools write) is read in one pass by ``tarheaders.plain_headers``.  Any other is
+read twice: every header is first checked by our own streaming pre-scan
+(``tarheaders.check_headers``), then read once with ``tarfile`` (pax, GNU long names and
+all).  Both give the same members to the same checks below.  Member
 bytes are then read straight from the bundle file at their offsets, so no
 member is ever extracted by tarfile and no link is ever followed.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import logging
 import lzma
 import os
 import shutil
@@ -35,7 +39,9 @@ from .intake.files import unlink_quietly, written_whole
 from .intake.volume import partial, unpacked
 from .metadata import split_path
 from .protocol import DATA_ROOT, METADATA_NAME
-from .tarheaders import check_headers
+from .tarheaders import NotPlain, check_headers, plain_headers
+
+logger = logging.getLogger(__name__)
 
 BLOCK = 512
 UNPACK_CHUNK = 1024 * 1024
@@ -243,10 +249,13 @@ def decompress(path: str, limits: BundleLimits) -> str:
     return target
 
 
-def scan(path: str, limits: BundleLimits,
-         table: FileTable | None = None) -> tuple[Members, Member | None]:
+def scan(path: str, limits: BundleLimits, table: FileTable | None = None,
+         one_pass: bool = True) -> tuple[Members, Member | None]:
     """Read every header and check each member is safe and the file is complete; the
-    members are written to ``table`` (a new one if not given) as the headers go by."""
+    members are written to ``table`` (a new one if not given) as the headers go by.
+
+    ``one_pass=False`` always reads the headers with the pre-scan and ``tarfile`` (tests
+    check both ways give the same members and the same refusals)."""
     try:
         file_size = os.path.getsize(path)
     except OSError as err:
@@ -257,50 +266,22 @@ def scan(path: str, limits: BundleLimits,
         raise BundleError(f"the upload is not a tar archive: {file_size} bytes is too short to be "
                           f"one (a tar starts with a {BLOCK}-byte header); send the bundle's tar "
                           "file itself")
-    problems = Problems()
     table = table if table is not None else FileTable()
-    metadata: Member | None = None
-    seen = False
-    total = 0
-    check_headers(path, file_size, limits.max_members)
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in _iterate(tar):
-                name = _normalise(info.name, problems)
-                if name is None:
-                    continue
-                seen = True
-                if info.isdir() or not name:
-                    table.add_directory(name)
-                    continue
-                member = Member(name, info.size, info.offset_data, float(info.mtime or 0))
-                place = MEMBER if name.startswith(DATA_ROOT + "/") else OTHER
-                if not table.add_name(member, place):
-                    problems.append(f"{info.name}: appears more than once in the bundle")
-                    continue
-                kind = _unsafe_kind(info)
-                if kind:
-                    problems.append(f"{info.name}: is a {kind}; a bundle may hold only regular "
-                                    "files and directories")
-                    continue
-                if info.offset_data + info.size > file_size:
-                    problems.append(f"{info.name}: truncated, needs {info.size} bytes but the "
-                                    f"bundle ends {max(file_size - info.offset_data, 0)} bytes in")
-                    continue
-                total += info.size
-                if name == METADATA_NAME:
-                    metadata = member
-                elif place == OTHER:
-                    problems.append(f"{info.name}: unexpected member; a bundle holds metadata.txt "
-                                    "and files under data/ only")
-            end_of_data = tar.offset
-    except tarfile.ReadError as err:
-        raise BundleError(_read_error_message(err, problems)) from err
-    except (EOFError, tarfile.TarError) as err:
-        raise BundleError(f"the bundle is not a readable tar: {err}") from err
+    try:  # one pass over plain headers, which end in a zero block by construction
+        if not one_pass:
+            raise NotPlain("asked to read the headers with tarfile")
+        found = _collect(plain_headers(path, file_size, limits.max_members), table, file_size,
+                         Problems())
+        end_marker = True
+    except NotPlain as why:  # the full check, then tarfile, read every header
+        logger.debug("%s: not plain tar headers (%s); reading them with tarfile", path, why)
+        table.forget_names()
+        check_headers(path, file_size, limits.max_members)
+        found, end_marker = _tarfile_collect(path, table, file_size)
+    problems, seen, total, metadata = found
     if not seen:
         raise BundleError("the upload is not a tar archive (no tar headers found)")
-    if not problems and not _has_end_marker(path, end_of_data, file_size):
+    if not problems and not end_marker:
         problems.append("the bundle is truncated: it stops without the tar end-of-archive "
                         "marker (was the upload cut short?)")
     if problems:
@@ -309,6 +290,61 @@ def scan(path: str, limits: BundleLimits,
         raise BundleError(f"the bundle's members claim {total} bytes, over the "
                           f"{limits.max_total_size}-byte limit")
     return Members(table), metadata
+
+
+def _collect(headers, table: FileTable, file_size: int, problems: Problems):
+    """Check each header and write its member to ``table``; ``(problems, seen any,
+    total size, metadata.txt's member)``.  ``headers`` yields
+    ``(name, is folder, size, data offset, mtime, unsafe kind or None)``."""
+    metadata: Member | None = None
+    seen = False
+    total = 0
+    member_root = DATA_ROOT + "/"
+    for raw, is_directory, size, offset_data, mtime, kind in headers:
+        name = _normalise(raw, problems)
+        if name is None:
+            continue
+        seen = True
+        if is_directory or not name:
+            table.add_directory(name)
+            continue
+        member = Member(name, size, offset_data, float(mtime or 0))
+        place = MEMBER if name.startswith(member_root) else OTHER
+        if not table.add_name(member, place):
+            problems.append(f"{raw}: appears more than once in the bundle")
+            continue
+        if kind:
+            problems.append(f"{raw}: is a {kind}; a bundle may hold only regular "
+                            "files and directories")
+            continue
+        if offset_data + size > file_size:
+            problems.append(f"{raw}: truncated, needs {size} bytes but the "
+                            f"bundle ends {max(file_size - offset_data, 0)} bytes in")
+            continue
+        total += size
+        if name == METADATA_NAME:
+            metadata = member
+        elif place == OTHER:
+            problems.append(f"{raw}: unexpected member; a bundle holds metadata.txt "
+                            "and files under data/ only")
+    return problems, seen, total, metadata
+
+
+def _tarfile_collect(path: str, table: FileTable, file_size: int):
+    """``_collect`` over the headers as ``tarfile`` reads them (pax, GNU long names, links),
+    and whether a zero block follows the last one."""
+    problems = Problems()
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            headers = ((info.name, info.isdir(), info.size, info.offset_data, info.mtime,
+                        _unsafe_kind(info)) for info in _iterate(tar))
+            found = _collect(headers, table, file_size, problems)
+            end_of_data = tar.offset
+    except tarfile.ReadError as err:
+        raise BundleError(_read_error_message(err, problems)) from err
+    except (EOFError, tarfile.TarError) as err:
+        raise BundleError(f"the bundle is not a readable tar: {err}") from err
+    return found, _has_end_marker(path, end_of_data, file_size)
 
 
 def _iterate(tar: tarfile.TarFile):

@@ -122,9 +122,7 @@ def _file_row(job_id: int, entry: dict, problems: Problems) -> dict:
            "subdir": entry["subdir"], "size": entry["size"], "hashtype": entry["hashtype"],
            "hashsum": entry["hashsum"], "mimetype": _text(entry.get("mimetype")),
            "ctime": _text(entry.get("ctime")), "mtime": _text(entry.get("mtime"))}
-    _check(ArchivedFile, row,
-           lambda name, path=_short(_path_of(row)): f"Files.{name} of {path}",
-           problems)
+    _check(ArchivedFile, row, lambda name: f"Files.{name} of {_short(_path_of(row))}", problems)
     return row
 
 
@@ -136,9 +134,10 @@ def forget(job_id: int) -> None:
 
 
 def _check(model, row: dict, label, problems: Problems) -> None:
-    """Note, naming each, values too wide for their columns."""
+    """Note, naming each, values too wide for their columns (only text can be)."""
+    fields = model._meta.fields
     for name, value in row.items():
-        reason = too_wide(model._meta.fields[name], value)
+        reason = isinstance(value, str) and too_wide(fields[name], value)
         if reason:
             problems.append(f"{label(name)}: {reason}")
 

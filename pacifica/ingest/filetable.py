@@ -83,6 +83,10 @@ class FileTable:
 
     # -- the tar ---------------------------------------------------------------------------
 
+    def forget_names(self) -> None:
+        """Drop every name written so far (the tar is read again another way)."""
+        self.db.execute("DELETE FROM names")
+
     def add_directory(self, name: str) -> None:
         """A folder (or the tar's root): a later file of the same name is a duplicate."""
         self.db.execute("INSERT OR IGNORE INTO names (name, kind) VALUES (?, ?)",

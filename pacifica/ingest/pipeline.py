@@ -165,9 +165,11 @@ def ingest_bundle(job: Job, deps: Deps, progress: JobProgress) -> tuple[int, int
                                     lambda first: FinalMetadata(table, others, first, job.job_id))
 
         progress.begin(Step.INGEST_FILES, total=size or 1)
+        fanout = StoreFanout(deps.archive, first_id)
+        on_bytes = fanout.reporting(progress.add)
         store_all(deps.archive, first_id,
-                  (_member_source(bundle, placed, progress.add) for placed in table.placed()),
-                  job.job_id)
+                  (_member_source(bundle, placed, on_bytes) for placed in table.placed()),
+                  job.job_id, fanout)
         with rolled_back_on_failure(deps.archive, first_id, lambda: count, job.job_id):
             progress.end()
 
@@ -257,9 +259,12 @@ def _record_and_finish(job: Job, deps: Deps, progress: JobProgress, final: Itera
 
 
 def store_all(archive: ArchiveBackend, first_id: int, sources: Iterable[FileSource],
-              job_id: int) -> None:
-    """Store every file, then make them durable; on any failure remove what this job stored."""
-    fanout = StoreFanout(archive, first_id)
+              job_id: int, fanout: StoreFanout | None = None) -> None:
+    """Store every file, then make them durable; on any failure remove what this job stored.
+
+    ``fanout`` (a ``StoreFanout`` of the same archive and first id) is the one whose
+    ``reporting`` callbacks the sources carry."""
+    fanout = fanout or StoreFanout(archive, first_id)
     with rolled_back_on_failure(archive, first_id, lambda: fanout.submitted, job_id):
         fanout.run(sources)
         archive.sync()

@@ -9,11 +9,21 @@ the next header is) and refuses, with the member and the reason, anything that c
 that walk costly or its values absurd, on any Python, patched or not.  It reads one header
 block at a time plus at most ``MAX_EXTENSION_SIZE`` bytes of an extension header's data,
 and its time is linear in the number of headers.
+
+Most bundles hold nothing but plain headers (ustar, GNU or v7; regular files and folders;
+no extension headers).  For them ``plain_headers`` is the one pass: it decodes each header
+as ``tarfile`` would and yields what the bundle reader needs, so neither the check above nor
+``tarfile`` reads the headers again.  It accepts only a strict subset of what both accept
+(plain octal numbers, an unsigned checksum, a zero block at the end) and raises ``NotPlain``
+at the first header outside it, before any refusal; the caller then runs the full check and
+``tarfile`` over the whole bundle, so every refusal and message stays theirs.
 """
 from __future__ import annotations
 
+import os
 import re
 import tarfile
+from typing import Iterator
 
 from .errors import BundleError
 
@@ -31,6 +41,91 @@ PAX_INTEGERS = ("size", "uid", "gid")
 PAX_TIMES = ("mtime", "atime", "ctime")
 _DIGIT_RUN = re.compile(rb"[0-9]+")
 _PAX_TIME = re.compile(rb"-?[0-9]{1,19}(\.[0-9]{0,19})?")
+# A number field as ``tarfile.nti`` reads it, strictly: spaces, octal digits, spaces, then
+# a NUL and anything (nti stops at the NUL).  No sign, base-256, tab or other whitespace.
+_PLAIN_NUMBER = re.compile(rb" *([0-7]*) *(?:\x00.*)?", re.S)
+_OTHER_NUMBERS = ((100, 108), (108, 116), (116, 124), (329, 337), (337, 345))  # mode uid gid dev
+PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+ZERO_BLOCK = bytes(BLOCK)
+WINDOW = 64 * 1024  # bytes read at once while the headers sit close together
+
+
+class NotPlain(Exception):
+    """A header ``plain_headers`` leaves to ``check_headers`` and ``tarfile``."""
+
+
+def plain_headers(path: str, file_size: int,
+                  max_members: int) -> Iterator[tuple[str, bool, int, int, int, None]]:
+    """``(name, is_directory, size, data offset, mtime, None)`` of each header of a tar of plain
+    headers, as ``tarfile`` gives them (the name decoded and joined to its ustar prefix,
+    a folder's trailing slashes removed); NotPlain at the first header that is not plain,
+    or if the tar does not end in a zero block after at least one header.  (The None:
+    no header here is of an unsafe kind, a link or a device.)"""
+    if tarfile.ENCODING.lower().replace("-", "") != "utf8":
+        raise NotPlain("names are not decoded as UTF-8 here")
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        window, start, offset, members = b"", 0, 0, 0
+        while True:
+            at = offset - start
+            if at + BLOCK > len(window):
+                window, start, at = os.pread(descriptor, WINDOW, offset), offset, 0
+            block = window[at:at + BLOCK]
+            if len(block) < BLOCK:
+                raise NotPlain(f"no whole header at byte {offset}")
+            if block == ZERO_BLOCK:
+                if not members:
+                    raise NotPlain("no header before the end marker")
+                return
+            size, mtime = _plain_numbers(block)
+            kind = block[156:157]
+            name = _text(block, 0, 100)
+            is_directory = kind == tarfile.DIRTYPE or (kind == tarfile.AREGTYPE
+                                                      and name.endswith("/"))
+            if is_directory and kind != tarfile.DIRTYPE and size:
+                raise NotPlain("a v7 folder with a size")  # check_headers would skip its size
+            if size > file_size:
+                raise NotPlain("a size larger than the bundle")  # check_headers refuses it
+            members += 1
+            if members > max_members:
+                raise NotPlain("over max_members")  # check_headers refuses it
+            if is_directory:
+                name = name.rstrip("/")
+            prefix = _text(block, 345, 500)
+            if prefix:
+                name = prefix + "/" + name
+            if is_directory:
+                yield name.rstrip("/"), True, size, offset + BLOCK, mtime, None
+                offset += BLOCK
+            else:
+                yield name, False, size, offset + BLOCK, mtime, None
+                offset += BLOCK + _blocks(size)
+    finally:
+        os.close(descriptor)
+
+
+def _plain_numbers(block: bytes) -> tuple[int, int]:
+    """The size and mtime of a plain header; NotPlain unless its type is plain, every
+    number field plain and its unsigned checksum right."""
+    if block[156:157] not in PLAIN_TYPES:
+        raise NotPlain("not a regular file or folder")
+    checksum = _PLAIN_NUMBER.fullmatch(block, 148, 156)
+    if checksum is None or int(checksum[1] or b"0", 8) != (
+            sum(block) - sum(block[148:156]) + 8 * 32):
+        raise NotPlain("a checksum tarfile would have to look at twice")
+    size = _PLAIN_NUMBER.fullmatch(block, 124, 136)
+    mtime = _PLAIN_NUMBER.fullmatch(block, 136, 148)
+    if size is None or mtime is None or any(
+            _PLAIN_NUMBER.fullmatch(block, low, high) is None for low, high in _OTHER_NUMBERS):
+        raise NotPlain("a number field that is not plain octal")
+    return int(size[1] or b"0", 8), int(mtime[1] or b"0", 8)
+
+
+def _text(block: bytes, start: int, end: int) -> str:
+    """A NUL-terminated text field as ``tarfile.nts`` decodes it."""
+    end_of_text = block.find(b"\0", start, end)
+    return block[start:end if end_of_text < 0 else end_of_text].decode(
+        tarfile.ENCODING, "surrogateescape")
 
 
 def check_headers(path: str, file_size: int, max_members: int) -> None:

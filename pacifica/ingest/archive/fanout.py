@@ -34,6 +34,7 @@ class _Relay:
         self._lock = threading.Lock()
         self._pending: dict[Callable[[int], None], int] = {}
         self._wrappers: dict[Callable[[int], None], Callable[[int], None]] = {}
+        self._stand_ins: set[Callable[[int], None]] = set()
 
     def wrap(self, callback: Callable[[int], None]) -> Callable[[int], None]:
         """A thread-safe stand-in for ``callback``."""
@@ -42,13 +43,17 @@ class _Relay:
                 with self._lock:
                     self._pending[callback] = self._pending.get(callback, 0) + amount
             self._wrappers[callback] = add
+            self._stand_ins.add(add)
         return self._wrappers[callback]
 
     def wrapped(self, sources: Iterable[FileSource]) -> Iterator[FileSource]:
-        """The sources with their progress callbacks made thread-safe."""
+        """The sources with their progress callbacks made thread-safe (a copy of each source
+        whose callback is not already a stand-in from ``wrap``)."""
+        stand_ins = self._stand_ins
         for source in sources:
-            yield replace(source, on_bytes=self.wrap(source.on_bytes)) if source.on_bytes \
-                else source
+            callback = source.on_bytes
+            yield replace(source, on_bytes=self.wrap(callback)) \
+                if callback and callback not in stand_ins else source
 
     def flush(self) -> None:
         """Call each callback once with what accumulated."""
@@ -81,6 +86,13 @@ class StoreFanout:
         self.first_id = first_id
         self.width = max(1, int(getattr(archive, "parallel", 1) or 1))
         self.submitted = 0
+        self._relay = _Relay()
+
+    def reporting(self, callback: Callable[[int], None]) -> Callable[[int], None]:
+        """What sources should carry as ``on_bytes`` to report to ``callback``: with several
+        threads, a stand-in whose counts reach ``callback`` in the thread that calls ``run``
+        (sources built with it are stored as they are, not copied with a stand-in)."""
+        return callback if self.width == 1 else self._relay.wrap(callback)
 
     def run(self, sources: Iterable[FileSource]) -> None:
         """Store everything; the first error stops new work, waits for what runs, and is raised.
@@ -92,7 +104,7 @@ class StoreFanout:
                 self.submitted += 1
                 self.archive.store(self.first_id + self.submitted - 1, source)
             return
-        relay = _Relay()
+        relay = self._relay
         with ThreadPoolExecutor(self.width, thread_name_prefix="archive-store") as pool:
             pending: dict[Future, int] = {}
             try:

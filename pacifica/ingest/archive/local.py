@@ -70,15 +70,19 @@ class LocalArchive:
 
     def path_for(self, file_id: int) -> str:
         """Where a file id lives: root/<millions>/<thousands>/<id>, so no directory grows huge."""
-        return os.path.join(self.root, str(file_id // 1_000_000), str(file_id // 1000 % 1000),
-                            str(file_id))
+        return f"{self._directory_for(file_id)}/{file_id}"
+
+    def _directory_for(self, file_id: int) -> str:
+        """The directory of ``path_for`` (os.path.join's result, built without its cost)."""
+        return f"{self.root.rstrip('/')}/{file_id // 1_000_000}/{file_id // 1000 % 1000}"
 
     def store(self, file_id: int, source: FileSource) -> None:
         """Write the bytes unnamed, verify them, then give the file its name (idempotent)."""
-        final = self.path_for(file_id)
+        directory = self._directory_for(file_id)
+        final = f"{directory}/{file_id}"
         descriptor, partial = -1, None
         try:
-            descriptor, partial = self._create(final)
+            descriptor, partial = self._create(directory, final)
             if source.extent is not None and _hashed_on_arrival(source):
                 tally = source.tally()
                 tally.passed_unread(_kernel_copy(source.extent, source.size, descriptor),
@@ -110,23 +114,23 @@ class LocalArchive:
             buffer = self._local.buffer = memoryview(bytearray(COPY_BUFFER))
         return buffer
 
-    def _create(self, final: str) -> tuple[int, str | None]:
-        """An unnamed file in the target directory (``<final>.part`` where that is impossible)."""
-        directory = os.path.dirname(final)
+    def _create(self, directory: str, final: str) -> tuple[int, str | None]:
+        """An unnamed file in ``directory``, the one of ``final`` (``<final>.part`` where that
+        is impossible)."""
         if directory not in self._directories:
             os.makedirs(directory, exist_ok=True)
             self._directories.add(directory)
         try:
-            return self._open(final)
+            return self._open(directory, final)
         except FileNotFoundError:  # someone removed the directory since: make it again
             self._directories.discard(directory)
             os.makedirs(directory, exist_ok=True)
-            return self._open(final)
+            return self._open(directory, final)
 
-    def _open(self, final: str) -> tuple[int, str | None]:
+    def _open(self, directory: str, final: str) -> tuple[int, str | None]:
         if self._unnamed:
             try:
-                return os.open(os.path.dirname(final), os.O_TMPFILE | os.O_WRONLY, 0o644), None
+                return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644), None
             except (OSError, AttributeError) as err:
                 if getattr(err, "errno", errno.EOPNOTSUPP) not in (errno.EOPNOTSUPP, errno.EISDIR,
                                                                    errno.EINVAL):
