@@ -3,6 +3,7 @@ answered by its middleware), driven in-process: routes, identity, errors."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -247,3 +248,23 @@ def test_ready_is_200_once_a_worker_of_its_queue_beats(settings, client):
     heartbeats.beat("worker@unit:1", settings.celery.queue_name)
     answer = client.get("/ready")
     assert answer.status == 200 and answer.json()["ready"] is True
+
+
+def test_get_state_access_line_escapes_what_the_client_sent(app, client):
+    """One access line per poll; the client's quotes and line breaks cannot forge another."""
+    state = upload(client)
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    app.log.access_log.addHandler(handler)
+    try:
+        answer = client.get(f"/get_state?job_id={state['job_id']}",
+                            headers={"User-Agent": 'evil"\n1.2.3.4 - - [x] "GET / HTTP/1.1" 200',
+                                     "Referer": "a\"b"})
+    finally:
+        app.log.access_log.removeHandler(handler)
+    assert answer.status == 200
+    (line,) = lines
+    assert "\n" not in line and line.startswith("127.0.0.1 - - [")
+    assert f'"GET /get_state?job_id={state["job_id"]} HTTP/1.1" 200 {len(answer.body)} ' in line
+    assert line.endswith('"a\\"b" "evil\\"\\n1.2.3.4 - - [x] \\"GET / HTTP/1.1\\" 200"'), line
