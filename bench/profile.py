@@ -1,6 +1,6 @@
 """Profile our frontend and worker with py-spy while one bundle is ingested.
 
-    .venv/bin/python -m bench.profile --bundle many [--system ours-local] [--out bench/results]
+    .venv/bin/python -m bench.profile --bundle many [--database mariadb] [--out bench/results]
 
 Writes collapsed stacks (``<name>.txt``, for flamegraph tools) and prints the hottest
 frames of each process.  Needs ``pip install py-spy`` in .venv and root (ptrace).
@@ -49,11 +49,13 @@ def main() -> None:
     parser.add_argument("--bundle", default="many", choices=sorted(bundles.SHAPES))
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--database", default="sqlite", choices=("sqlite", "mariadb"),
+                        help="our database (mariadb: 127.0.0.1:3306, a fresh schema)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     path = bundles.ensure(args.bundle, os.path.join(HERE, ".cache"))
     workdir = tempfile.mkdtemp(prefix="ingest-profile-")
-    stack = ours.start(workdir)
+    stack = ours.start(workdir, database=args.database)
     spies = []
     try:
         Client(stack.url).ingest(bundles.ensure("tiny", os.path.join(HERE, ".cache")))

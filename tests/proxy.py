@@ -26,6 +26,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._closed = False
+        self.accepted = 0  # connections made through the proxy so far
 
     def __enter__(self) -> "TcpProxy":
         self.restore()
@@ -78,6 +79,7 @@ class TcpProxy:
                     _close(upstream)
                     return
                 self._connections.update((client, upstream))
+                self.accepted += 1
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:

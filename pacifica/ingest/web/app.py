@@ -133,7 +133,7 @@ def build_intake(settings: Settings, enqueue) -> Intake:
 
 def create_app(settings: Settings, enqueue=None) -> cherrypy.Application:
     """The WSGI application: routes, JSON errors, streaming upload bodies."""
-    db.bind(settings.database)
+    db.bind(settings.database, pooled=True)  # request threads: a connection each, pooled
     metrics.enable(settings.ingest.volume_path)
     celery_app = make_celery(settings)  # tasks go by name: the frontend never imports the pipeline
     intake = build_intake(settings, enqueue or Enqueuer(celery_app, settings.celery.queue_name))
