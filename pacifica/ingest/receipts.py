@@ -266,16 +266,21 @@ def _store(job_id: int, pieces: Callable[[], Iterable[bytes]], schema: str,
     already keeps it; a failure leaves none."""
     with database_proxy.atomic():
         claimed = Receipt.insert(job_id=job_id).on_conflict_ignore().as_rowcount().execute()
-        if not claimed:
-            return
-        parts = _Parts(job_id)
-        for piece in pieces():
-            parts.write(piece)
-        parts.close()
-        digest = parts.digest.hexdigest()
-        signature, key_id = signature_of(digest)
-        Receipt.update(schema=schema, sha256=digest, signature=signature, key_id=key_id,
-                       size=parts.size).where(Receipt.job_id == job_id).execute()
+        if claimed:
+            _sign_row(job_id, pieces, schema, signature_of)
+
+
+def _sign_row(job_id: int, pieces: Callable[[], Iterable[bytes]], schema: str,
+              signature_of: Callable[[str], tuple[str, str]]) -> None:
+    """Write a claimed receipt row's parts, then its signature."""
+    parts = _Parts(job_id)
+    for piece in pieces():
+        parts.write(piece)
+    parts.close()
+    digest = parts.digest.hexdigest()
+    signature, key_id = signature_of(digest)
+    Receipt.update(schema=schema, sha256=digest, signature=signature, key_id=key_id,
+                   size=parts.size).where(Receipt.job_id == job_id).execute()
 
 
 def record(job, final: Iterable[dict]) -> None:
@@ -297,14 +302,13 @@ def record(job, final: Iterable[dict]) -> None:
 
 
 def adopt_v1(job_id: int, envelope_text: str) -> None:
-    """Keep a schema /1 receipt (its stored envelope) as rows and parts: it is served and
+    """Keep a schema /1 receipt (its row's stored envelope) as the row's signature and parts: it is served and
     verified as before (its signature covers the whole document)."""
     envelope = json.loads(envelope_text)
     document = canonical(envelope["receipt"])
-    Receipt.delete().where(Receipt.job_id == job_id).execute()
     ReceiptPart.delete().where(ReceiptPart.job_id == job_id).execute()
-    _store(job_id, lambda: (document,), SCHEMA_V1,
-           lambda _digest: (envelope["signature"], envelope["key_id"]))
+    _sign_row(job_id, lambda: (document,), SCHEMA_V1,
+              lambda _digest: (envelope["signature"], envelope["key_id"]))
 
 
 def stored(job_id: int) -> Receipt | None:
