@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 
@@ -34,11 +35,14 @@ def test_receipt_is_signed_and_lists_exactly_what_was_archived(stack):
     envelope = reply.json()
     keys = stack.session.get(stack.url + "/receipt-key", timeout=30).json()["keys"]
     key = next(key for key in keys if key["key_id"] == envelope["key_id"])
+    digest = hashlib.sha256(canonical(envelope["receipt"])).hexdigest()
+    assert envelope["sha256"] == digest
     public = serialization.load_pem_public_key(key["public_key"].encode())
-    public.verify(base64.b64decode(envelope["signature"]), canonical(envelope["receipt"]))
+    public.verify(base64.b64decode(envelope["signature"]),  # what docs/PROTOCOL.md says
+                  b"pacifica-ingest-receipt/2\nsha256:" + digest.encode("ascii"))
 
     document = envelope["receipt"]
-    assert document["schema"] == "pacifica-ingest-receipt/1"
+    assert document["schema"] == "pacifica-ingest-receipt/2"
     assert (document["job_id"], document["transaction_id"], document["user"]) == (
         job_id, job_id, "root")
     listed = {item["path"]: item for item in document["files"]}
@@ -100,6 +104,27 @@ def test_verify_receipt_finds_a_changed_receipt_and_a_changed_archive(stack, tmp
     assert result.returncode == 1
     assert "DIFFERS: run1/a.dat" in result.stdout, result.stdout
     assert f"{len(FILES) - 1} of {len(FILES)} archived files match" in result.stdout
+
+
+def test_a_receipt_over_a_mebibyte_is_served_whole_from_its_parts(stack, tmp_path):
+    """~6,000 files make a document of ~1.5 MiB: two stored parts, joined on the way out."""
+    files = {f"d{number // 100:02d}/f{number:05d}": bytes([number % 251])
+             for number in range(6000)}
+    job_id = stack.ingest(make_bundle(files))["job_id"]
+    reply = receipt_of(stack, job_id)
+    assert reply.status_code == 200, reply.text
+    envelope = reply.json()
+    document = canonical(envelope["receipt"])
+    assert len(document) > 1 << 20
+    assert reply.content.startswith(b'{"receipt": ' + document + b', "signature": ')
+    assert {item["path"] for item in envelope["receipt"]["files"]} == set(files)
+    saved = tmp_path / "receipt.json"
+    saved.write_bytes(reply.content)
+    result = stack.admin("verify-receipt", str(saved))
+    assert "signature valid" in result.stdout
+    manifest = stack.session.get(stack.url + "/receipt", timeout=60,
+                                 params={"job_id": job_id, "format": "manifest"})
+    assert manifest.text == envelope["receipt"]["manifests"]["manifest-sha1.txt"]
 
 
 def _content(envelope: dict) -> dict:
