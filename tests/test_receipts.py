@@ -5,6 +5,8 @@ import base64
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from factories import TRANSACTION, file_entry, make_bundle
 from faults import answers
 from harness import MARIADB
+from test_protocol_doc import indented_blocks, section
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +63,19 @@ def test_receipt_is_signed_and_lists_exactly_what_was_archived(stack):
     assert len(manifest.splitlines()) == len(FILES)
 
 
+def verified_as_documented(stack, saved, tmp_path) -> str:
+    """What docs/PROTOCOL.md's verification snippet prints for a saved receipt ("valid"),
+    given only the public key; its error otherwise."""
+    [snippet] = [block for block in indented_blocks(section(
+        "docs/PROTOCOL.md", "### `GET /receipt?job_id=N`")) if "key.verify(" in block]
+    key = tmp_path / "key.pem"
+    key.write_text(stack.session.get(stack.url + "/receipt-key", timeout=30).json()
+                   ["keys"][0]["public_key"])
+    run = subprocess.run([sys.executable, "-c", snippet, str(saved), str(key)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    return run.stdout.strip() or run.stderr.strip().splitlines()[-1]
+
+
 def test_receipt_only_for_its_owner_and_only_when_complete(stack):
     stack.session.headers["X-Http-Authed-User"] = "alice"  # the session polls as alice
     try:
@@ -93,6 +109,9 @@ def test_verify_receipt_finds_a_changed_receipt_and_a_changed_archive(stack, tmp
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     result = stack.admin("verify-receipt", str(tmp_path / "changed.json"), check=False)
     assert result.returncode == 1 and "NOT VALID" in result.stdout, result.stdout
+    assert verified_as_documented(stack, saved, tmp_path) == "valid"
+    assert "the receipt was changed" in verified_as_documented(
+        stack, tmp_path / "changed.json", tmp_path)
 
     item = next(item for item in envelope["receipt"]["files"] if item["path"] == "run1/a.dat")
     stored = stack.archive_path(item["archive_id"])
@@ -122,6 +141,7 @@ def test_a_receipt_over_a_mebibyte_is_served_whole_from_its_parts(stack, tmp_pat
     saved.write_bytes(reply.content)
     result = stack.admin("verify-receipt", str(saved))
     assert "signature valid" in result.stdout
+    assert verified_as_documented(stack, saved, tmp_path) == "valid"
     manifest = stack.session.get(stack.url + "/receipt", timeout=60,
                                  params={"job_id": job_id, "format": "manifest"})
     assert manifest.text == envelope["receipt"]["manifests"]["manifest-sha1.txt"]
