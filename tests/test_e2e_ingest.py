@@ -10,7 +10,6 @@ import tarfile
 import pytest
 
 from factories import TRANSACTION, file_entry, make_bundle
-from harness import chosen_database
 
 pytestmark = pytest.mark.e2e
 
