@@ -342,7 +342,7 @@ def manifest_pieces(row: Receipt) -> Iterator[bytes]:
     ``manifests``), from one streamed pass over its file list (spooled per hash type)."""
     spooled: dict[str, object] = {}
     try:
-        for item in ijson.items(_PiecesReader(document_pieces(row.job_id)), "files.item"):
+        for item in ijson.items(_file_list_events(row.job_id), "files.item"):
             alg = str(item["hashtype"])
             if alg not in spooled:
                 spooled[alg] = tempfile.SpooledTemporaryFile(max_size=PART_BYTES)
@@ -352,6 +352,15 @@ def manifest_pieces(row: Receipt) -> Iterator[bytes]:
     finally:
         for handle in spooled.values():
             handle.close()
+
+
+def _file_list_events(job_id: int) -> Iterator[tuple]:
+    """ijson's events of a stored document up to the end of its ``files`` (the parser
+    never reaches ``manifests``, whose strings it would hold whole)."""
+    for prefix, event, value in ijson.parse(_PiecesReader(document_pieces(job_id))):
+        yield prefix, event, value
+        if prefix == "files" and event == "end_array":
+            return
 
 
 class _PiecesReader:
