@@ -10,8 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from factories import make_bundle
-from pacifica.ingest import receipts
+from pacifica.ingest import jobs, receipts
 
+from .conftest import archive_listing
 from .test_pipeline import FILES
 
 USER = "X-Http-Authed-User"
@@ -136,3 +137,21 @@ def test_a_failure_while_recording_leaves_no_receipt(landed, run_job):
         receipts.record(job, list(broken()))
     assert receipts.stored(job_id) is None
     assert receipts.ReceiptPart.select().count() == 0
+
+
+def test_a_failure_after_some_parts_are_written_leaves_no_receipt_and_no_files(
+        monkeypatch, settings, landed, run_job):
+    monkeypatch.setattr(receipts, "PART_BYTES", 97)
+
+    def fails(*_args):  # a fault once every part is written, before the row is signed
+        raise OSError("the signing device went away")
+
+    monkeypatch.setattr(receipts, "statement", fails)
+    job_id = landed(make_bundle(FILES))
+    with pytest.raises(OSError, match="signing device"):  # the task fails, as Celery sees it
+        run_job(job_id)
+    job = jobs.get(job_id)
+    assert job.state == "FAILED" and "ingest metadata" in job.exception, job.exception
+    assert receipts.stored(job.job_id) is None
+    assert receipts.Receipt.select().count() == receipts.ReceiptPart.select().count() == 0
+    assert archive_listing(settings) == []
