@@ -125,8 +125,9 @@ def test_verify_receipt_finds_a_changed_receipt_and_a_changed_archive(stack, tmp
     assert f"{len(FILES) - 1} of {len(FILES)} archived files match" in result.stdout
 
 
-def test_a_receipt_over_a_mebibyte_is_served_whole_from_its_parts(stack, tmp_path):
-    """~6,000 files make a document of ~1.5 MiB: two stored parts, joined on the way out."""
+def test_a_receipt_of_many_parts_is_served_whole(stack, tmp_path):
+    """~6,000 files make a document of ~1.5 MiB: several stored parts (``PART_BYTES``),
+    joined on the way out."""
     files = {f"d{number // 100:02d}/f{number:05d}": bytes([number % 251])
              for number in range(6000)}
     job_id = stack.ingest(make_bundle(files))["job_id"]
