@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -11,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from factories import TRANSACTION, file_entry, make_bundle
 from faults import answers
 from harness import MARIADB
+from test_protocol_doc import indented_blocks, section
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +38,14 @@ def test_receipt_is_signed_and_lists_exactly_what_was_archived(stack):
     envelope = reply.json()
     keys = stack.session.get(stack.url + "/receipt-key", timeout=30).json()["keys"]
     key = next(key for key in keys if key["key_id"] == envelope["key_id"])
+    digest = hashlib.sha256(canonical(envelope["receipt"])).hexdigest()
+    assert envelope["sha256"] == digest
     public = serialization.load_pem_public_key(key["public_key"].encode())
-    public.verify(base64.b64decode(envelope["signature"]), canonical(envelope["receipt"]))
+    public.verify(base64.b64decode(envelope["signature"]),  # what docs/PROTOCOL.md says
+                  b"pacifica-ingest-receipt/2\nsha256:" + digest.encode("ascii"))
 
     document = envelope["receipt"]
-    assert document["schema"] == "pacifica-ingest-receipt/1"
+    assert document["schema"] == "pacifica-ingest-receipt/2"
     assert (document["job_id"], document["transaction_id"], document["user"]) == (
         job_id, job_id, "root")
     listed = {item["path"]: item for item in document["files"]}
@@ -54,6 +61,19 @@ def test_receipt_is_signed_and_lists_exactly_what_was_archived(stack):
                                  params={"job_id": job_id, "format": "manifest"}).text
     assert f"{listed['c.txt']['hashsum']}  data/c.txt\n" in manifest
     assert len(manifest.splitlines()) == len(FILES)
+
+
+def verified_as_documented(stack, saved, tmp_path) -> str:
+    """What docs/PROTOCOL.md's verification snippet prints for a saved receipt ("valid"),
+    given only the public key; its error otherwise."""
+    [snippet] = [block for block in indented_blocks(section(
+        "docs/PROTOCOL.md", "### `GET /receipt?job_id=N`")) if "key.verify(" in block]
+    key = tmp_path / "key.pem"
+    key.write_text(stack.session.get(stack.url + "/receipt-key", timeout=30).json()
+                   ["keys"][0]["public_key"])
+    run = subprocess.run([sys.executable, "-c", snippet, str(saved), str(key)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    return run.stdout.strip() or run.stderr.strip().splitlines()[-1]
 
 
 def test_receipt_only_for_its_owner_and_only_when_complete(stack):
@@ -89,6 +109,9 @@ def test_verify_receipt_finds_a_changed_receipt_and_a_changed_archive(stack, tmp
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     result = stack.admin("verify-receipt", str(tmp_path / "changed.json"), check=False)
     assert result.returncode == 1 and "NOT VALID" in result.stdout, result.stdout
+    assert verified_as_documented(stack, saved, tmp_path) == "valid"
+    assert "the receipt was changed" in verified_as_documented(
+        stack, tmp_path / "changed.json", tmp_path)
 
     item = next(item for item in envelope["receipt"]["files"] if item["path"] == "run1/a.dat")
     stored = stack.archive_path(item["archive_id"])
@@ -100,6 +123,29 @@ def test_verify_receipt_finds_a_changed_receipt_and_a_changed_archive(stack, tmp
     assert result.returncode == 1
     assert "DIFFERS: run1/a.dat" in result.stdout, result.stdout
     assert f"{len(FILES) - 1} of {len(FILES)} archived files match" in result.stdout
+
+
+def test_a_receipt_of_many_parts_is_served_whole(stack, tmp_path):
+    """~6,000 files make a document of ~1.5 MiB: several stored parts (``PART_BYTES``),
+    joined on the way out."""
+    files = {f"d{number // 100:02d}/f{number:05d}": bytes([number % 251])
+             for number in range(6000)}
+    job_id = stack.ingest(make_bundle(files))["job_id"]
+    reply = receipt_of(stack, job_id)
+    assert reply.status_code == 200, reply.text
+    envelope = reply.json()
+    document = canonical(envelope["receipt"])
+    assert len(document) > 1 << 20
+    assert reply.content.startswith(b'{"receipt": ' + document + b', "signature": ')
+    assert {item["path"] for item in envelope["receipt"]["files"]} == set(files)
+    saved = tmp_path / "receipt.json"
+    saved.write_bytes(reply.content)
+    result = stack.admin("verify-receipt", str(saved))
+    assert "signature valid" in result.stdout
+    assert verified_as_documented(stack, saved, tmp_path) == "valid"
+    manifest = stack.session.get(stack.url + "/receipt", timeout=60,
+                                 params={"job_id": job_id, "format": "manifest"})
+    assert manifest.text == envelope["receipt"]["manifests"]["manifest-sha1.txt"]
 
 
 def _content(envelope: dict) -> dict:

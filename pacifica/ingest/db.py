@@ -35,6 +35,12 @@ class LongTextField(peewee.TextField):
     field_type = "LONGTEXT"
 
 
+class LongBlobField(peewee.BlobField):
+    """Bytes without MySQL's 64 KiB BLOB cap (LONGBLOB; SQLite reads it as BLOB)."""
+
+    field_type = "LONGBLOB"
+
+
 TEXT_BYTES = 65535  # what a MySQL TEXT column holds
 
 

@@ -5,6 +5,7 @@ import logging
 from contextlib import contextmanager
 
 import peewee
+from playhouse.migrate import SchemaMigrator, migrate
 
 from . import auth, catalog, heartbeats, idempotency, jobs, notify, receipts, timeline
 from .config import DatabaseSettings
@@ -13,7 +14,7 @@ from .db import BaseModel, database_proxy, wait_for_database
 logger = logging.getLogger(__name__)
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1
+SCHEMA_MINOR = 2
 
 
 class IdCounter(BaseModel):
@@ -28,7 +29,7 @@ class IdCounter(BaseModel):
 
 MODELS = (jobs.Job, IdCounter, catalog.Transaction, catalog.TransactionKeyValue,
           catalog.ArchivedFile, auth.ApiToken, heartbeats.WorkerBeat, receipts.SigningKey,
-          receipts.Receipt, notify.Delivery,
+          receipts.Receipt, receipts.ReceiptPart, notify.Delivery,
           idempotency.IdempotencyKey, timeline.JobStep)
 
 
@@ -40,11 +41,37 @@ def _add_tables(*models):
     return step
 
 
+def _receipts_in_parts():
+    """1.1 -> 1.2: a receipt's document moves from one row (``document``, its whole envelope)
+    to parts; the row keeps the signature.  Each /1 receipt is converted a row at a time and
+    is served and verified as before."""
+    database = database_proxy.obj
+    database.create_tables([receipts.ReceiptPart], safe=True)
+    table = receipts.Receipt._meta.table_name
+    columns = {column.name for column in database.get_columns(table)}
+    migrator = SchemaMigrator.from_database(database)
+    fields = receipts.Receipt._meta.fields
+    added = [migrator.add_column(table, name, fields[name])
+             for name in ("schema", "sha256", "signature", "key_id", "size")
+             if name not in columns]
+    if added:
+        migrate(*added)
+    if "document" not in columns:
+        return
+    select = f"SELECT document FROM {table} WHERE job_id = {database.param}"
+    for (job_id,) in database.execute_sql(f"SELECT job_id FROM {table}").fetchall():
+        receipts.adopt_v1(job_id, database.execute_sql(select, (job_id,)).fetchone()[0])
+    migrate(migrator.drop_column(table, "document"))
+
+
+_receipts_in_parts.models = (receipts.ReceiptPart,)
+
 # (major, minor) -> (the version it leads to, the step that gets there).
 MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], callable]] = {
     (1, 0): ((1, 1), _add_tables(auth.ApiToken, heartbeats.WorkerBeat,
                                   receipts.SigningKey, receipts.Receipt, notify.Delivery,
                                   idempotency.IdempotencyKey, timeline.JobStep)),
+    (1, 1): ((1, 2), _receipts_in_parts),
 }
 
 

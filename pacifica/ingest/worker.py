@@ -183,9 +183,9 @@ def install(app: Celery, settings: Settings) -> None:
 
     def notify_end(job_id: int) -> None:
         """Record the job's webhooks and queue their first attempts."""
-        envelope = receipts.of_job(job_id)
+        receipt = receipts.stored(job_id)  # the row: the document stays in its parts
         for delivery_id in notify.record(job_id, list(settings.notify.urls),
-                                         envelope and envelope["sha256"]):
+                                         receipt and receipt.sha256):
             deliver.apply_async(args=[delivery_id], queue=settings.celery.queue_name)
 
     on_end = notify_end if settings.notify.urls or settings.notify.allow_client_urls else None

@@ -266,19 +266,9 @@ def run(args) -> int:
         return report.outcome(client.state(job_id)) if args.json else _announce(job_id)
     state = _follow(args, report, client, job_id)
     if args.receipt and state.get("state") == protocol.OK and state.get("complete"):
-        _save_receipt(client.receipt(job_id), args.receipt)
+        client.save_receipt(job_id, args.receipt)
+        logger.info("receipt of job %s saved to %s", job_id, args.receipt)
     return report.outcome(state)
-
-
-def _save_receipt(envelope: dict, target: str) -> None:
-    """Write the signed receipt durably (temp file, fsync, rename)."""
-    partial = target + ".part"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(envelope, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
-    logger.info("receipt of job %s saved to %s", envelope["receipt"]["job_id"], target)
 
 
 def _announce(job_id: int) -> int:

@@ -327,12 +327,27 @@ class IngestClient:
         logger.debug("%s %s: %s", method.upper(), url, reply.status_code)
         return reply
 
-    def receipt(self, job_id: int) -> dict:
-        """The signed receipt of a completed job."""
-        reply = self._request("get", self.url + protocol.RECEIPT_PATH, params={"job_id": job_id})
-        if reply.status_code != 200:
-            raise UploadFailed(f"no receipt for job {job_id}: {_reason(reply)}")
-        return reply.json()
+    def save_receipt(self, job_id: int, target: str) -> None:
+        """Write a completed job's signed receipt to ``target`` as the server sends it,
+        streamed, durably (temp file, fsync, rename): a receipt of a million files is
+        never held whole."""
+        reply = self._request("get", self.url + protocol.RECEIPT_PATH, params={"job_id": job_id},
+                              stream=True)
+        with reply:
+            if reply.status_code != 200:
+                raise UploadFailed(f"no receipt for job {job_id}: {_reason(reply)}")
+            partial = target + ".part"
+            try:
+                with open(partial, "wb") as handle:
+                    for piece in reply.iter_content(1 << 16):
+                        handle.write(piece)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except requests.RequestException as err:
+                os.unlink(partial)
+                raise UploadFailed(f"the receipt of job {job_id} was cut off: {err}; run "
+                                   "the same command again to fetch it") from err
+            os.replace(partial, target)
 
     def state(self, job_id: int) -> dict:
         """The job state object."""

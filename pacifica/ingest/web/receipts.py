@@ -1,8 +1,6 @@
 """``GET /receipt?job_id=N`` (the job's owner or an admin) and ``GET /receipt-key``."""
 from __future__ import annotations
 
-import json
-
 import cherrypy
 
 from .. import jobs, receipts
@@ -18,15 +16,18 @@ class JobReceipt(Authenticated):
         """The signed envelope (JSON) or the manifest lines (text)."""
         number = parse_job_id(job_id)
         jobs.get(number, self.identity().may_see)
-        envelope = receipts.of_job(number)
-        if envelope is None:
+        row = receipts.stored(number)
+        if row is None:
             raise cherrypy.HTTPError(404, f"job {number} has no receipt: only a job that "
                                           "completed OK has one; ask /get_state where it stands")
+        # Streamed a stored part at a time, on the request's connection (the ingest_db tool
+        # gives it back at on_end_request, once the body is written).
+        cherrypy.response.stream = True
         if format == "manifest":
             cherrypy.response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            return "".join(envelope["receipt"]["manifests"].values()).encode("utf-8")
+            return receipts.manifest_pieces(row)
         cherrypy.response.headers["Content-Type"] = "application/json"
-        return json.dumps(envelope).encode("utf-8")
+        return receipts.envelope_pieces(row)
 
 
 class ReceiptKey:
