@@ -160,7 +160,9 @@ class Bench:
                     self.floor(bundle, run)
         if plan.local or (plan.state and "ours-local" in plan.systems):
             self.ours("ours-local", {b: self.paths[b] for b in plan.local if b in self.paths},
-                      before=self.floor, get_state=True)
+                      before=self.floor, get_state=True,
+                      settings=bundles.LIMITS_FOR.get("files-1M") if "files-1M" in plan.local
+                      else None)
         if plan.state and self.load_seconds and "ours-local" in plan.systems:
             for processes in plan.web_concurrency:
                 self.ours(f"{report.GUNICORN}{processes}", {}, web_concurrency=processes,
@@ -240,9 +242,9 @@ def main(argv=None) -> int:
                              "same on MariaDB), ours-pacifica "
                              "(real Archive Interface + UniqueID), "
                              "original (pacifica-ingest 0.4.1)")
-    parser.add_argument("--curves", default=",".join(bundles.CURVE_POINTS),
-                        help="growth-curve points: files 1k,10k,100k (1 KiB each); "
-                             "bundle bytes 64M,1G,4G (4 files)")
+    parser.add_argument("--curves", default=",".join(bundles.DEFAULT_CURVES),
+                        help="growth-curve points: files 1k,10k,100k (1 KiB each), 1M "
+                             "(1 byte each; only when named); bundle bytes 64M,1G,4G (4 files)")
     parser.add_argument("--web-concurrency", default="2,4",
                         help="gunicorn processes to measure get_state with (state)")
     parser.add_argument("--load-seconds", type=int, default=10,

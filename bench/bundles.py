@@ -56,15 +56,22 @@ SHAPES = {
     # Points of the growth curves beside ``many`` (10k files) and ``big`` (1 GiB).
     "files-1k": Shape("files-1k", 1_000, 1024),
     "files-100k": Shape("files-100k", 100_000, 1024),
+    "files-1M": Shape("files-1M", 1_000_000, 1),  # 1-byte files: the worker's memory, not bytes
     "size-64M": Shape("size-64M", 4, 16 * 1024**2),
     "size-4G": Shape("size-4G", 4, 1024**3),
 }
 # The growth curves: a label on the command line, the bundle it measures.
 CURVES = {
-    "files": {"1k": "files-1k", "10k": "many", "100k": "files-100k"},
+    "files": {"1k": "files-1k", "10k": "many", "100k": "files-100k", "1M": "files-1M"},
     "size": {"64M": "size-64M", "1G": "big", "4G": "size-4G"},
 }
 CURVE_POINTS = {label: name for points in CURVES.values() for label, name in points.items()}
+# Settings a bundle needs beyond the embedded defaults: a million members and their
+# ~250 MB metadata.txt are over [ingest] max_members and max_metadata_size.
+LIMITS_FOR = {"files-1M": {"INGEST_INGEST_MAX_MEMBERS": "2000000",
+                           "INGEST_INGEST_MAX_METADATA_SIZE": "1 Gb"}}
+# Measured unless --curves says otherwise; 1M (several minutes per run) only when asked.
+DEFAULT_CURVES = ("1k", "10k", "100k", "64M", "1G", "4G")
 
 
 class _Generated:

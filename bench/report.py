@@ -230,6 +230,9 @@ def targets(summary: dict) -> list[tuple[str, str, str]]:
     most = medians.get(("ours-local", "files-100k"), {}).get("worker_largest_mib")
     check("worker peak RSS, 100,000 files − 4 files ≤ 10 MiB",
           most - min(few) if most and few else None, 10, unit=" MiB")
+    check("worker peak RSS, 1,000,000 files of 1 byte < 150 MiB (`--curves 1M`)",
+          medians.get(("ours-local", "files-1M"), {}).get("worker_largest_mib"), 150,
+          unit=" MiB")
     theirs = load.get(("original", True), {}).get("rps")
     for system in sorted(s for s, streaming in load if streaming and s.startswith(GUNICORN)):
         row = load[(system, True)]
