@@ -58,13 +58,18 @@ def test_upload_during_broker_outage_is_kept_and_queued_once(make_stack, broker,
         stack.stop()  # while the proxy still forwards, so shutdown waits on no dead link
 
 
+def _on_mariadb_through(proxy: TcpProxy, make_stack):
+    """A started stack on MariaDB whose processes reach it only through ``proxy``."""
+    stack = make_stack(database="mariadb", workers=1, concurrency=1)
+    stack.env["PEEWEE_URL"] = (f"mysql://{MARIADB['user']}@127.0.0.1:{proxy.port}/"
+                               f"{stack.database.name}")
+    return stack.start()
+
+
 def test_database_outage_answers_503_and_recovers(make_stack):
     _requires(MARIADB["port"], "MariaDB")
     with TcpProxy(MARIADB["host"], MARIADB["port"]) as proxy:
-        stack = make_stack(database="mariadb", workers=1, concurrency=1)
-        stack.env["PEEWEE_URL"] = (f"mysql://{MARIADB['user']}@127.0.0.1:{proxy.port}/"
-                                   f"{stack.database.name}")
-        stack.start()
+        stack = _on_mariadb_through(proxy, make_stack)
         assert stack.ingest(make_bundle({"before.txt": b"before"}))["state"] == "OK"
 
         files = {f"d/f{n:02d}.bin": os.urandom(64 * 1024) for n in range(60)}
@@ -98,10 +103,7 @@ def test_the_frontend_reuses_its_database_connections(make_stack):
     on MariaDB (PyMySQL builds a TLS context for every new connection)."""
     _requires(MARIADB["port"], "MariaDB")
     with TcpProxy(MARIADB["host"], MARIADB["port"]) as proxy:
-        stack = make_stack(database="mariadb", workers=1, concurrency=1)
-        stack.env["PEEWEE_URL"] = (f"mysql://{MARIADB['user']}@127.0.0.1:{proxy.port}/"
-                                   f"{stack.database.name}")
-        stack.start()
+        stack = _on_mariadb_through(proxy, make_stack)
         job_id = stack.ingest(make_bundle({"one.txt": b"one"}))["job_id"]
         before = proxy.accepted
         for _ in range(100):
